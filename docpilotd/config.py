@@ -1,0 +1,144 @@
+"""Configuration: one msgspec type, loaded from TOML, the environment and the command line.
+
+Precedence: command-line flags > `DOCPILOT_*` environment > config file > defaults. The file is the
+first of `--config`, `$DOCPILOT_CONFIG`, `$DOCPILOT_HOME/docpilotd.toml` (when DOCPILOT_HOME is set,
+so isolated instances share nothing) or `$XDG_CONFIG_HOME/docpilot/docpilotd.toml`; a missing
+default file is fine, a missing named file is an error. An unknown key, a wrong type or a value out
+of range is one `ConfigError` naming the key. `config/docpilotd.toml` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .errors import ConfigError
+
+Durability = Literal["always", "batch", "off"]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_line_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
+    idle_timeout: PositiveSeconds = 300.0
+    read_timeout: PositiveSeconds = 10.0
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    data_dir: str | None = None
+    autosave_interval: PositiveSeconds = 30.0
+    backups_kept: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    durability: Durability = "always"
+    batch_window_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    rescan_interval: PositiveSeconds = 60.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_file: str | None = None
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+    @property
+    def home(self) -> Path:
+        from .paths import default_home
+
+        return Path(self.data_dir).expanduser() if self.data_dir else default_home()
+
+
+# Environment variables and the (dotted) key each one sets.
+ENVIRONMENT: dict[str, str] = {
+    "DOCPILOT_HOME": "data_dir",
+    "DOCPILOT_AUTOSAVE_INTERVAL": "autosave_interval",
+    "DOCPILOT_BACKUPS_KEPT": "backups_kept",
+    "DOCPILOT_DURABILITY": "durability",
+    "DOCPILOT_BATCH_WINDOW_MS": "batch_window_ms",
+    "DOCPILOT_RESCAN_INTERVAL": "rescan_interval",
+    "DOCPILOT_LOG_LEVEL": "log_level",
+    "DOCPILOT_LOG_FILE": "log_file",
+    "DOCPILOT_MAX_LINE_BYTES": "limits.max_line_bytes",
+    "DOCPILOT_MAX_CONNECTIONS": "limits.max_connections",
+}
+
+
+def config_file(explicit: str | None = None) -> tuple[Path, bool]:
+    """The config file to read and whether it must exist."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    if os.environ.get("DOCPILOT_CONFIG"):
+        return Path(os.environ["DOCPILOT_CONFIG"]).expanduser(), True
+    if os.environ.get("DOCPILOT_HOME"):
+        return Path(os.environ["DOCPILOT_HOME"]).expanduser() / "docpilotd.toml", False
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "docpilot" / "docpilotd.toml", False
+
+
+def load(explicit_file: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """The effective configuration; raises ConfigError naming the offending key."""
+    path, required = config_file(explicit_file)
+    raw: dict[str, Any] = {}
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    else:
+        raw = _parse_file(path, text)
+    for variable, key in ENVIRONMENT.items():
+        value = os.environ.get(variable)
+        if value:
+            _set(raw, key, _from_text(value))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(raw, key, value)
+    return _convert(raw, f"configuration (file {path})")
+
+
+def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
+    try:
+        data = msgspec.toml.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if not isinstance(data, dict):  # pragma: no cover - TOML documents are tables
+        raise ConfigError(f"{path}: not a TOML table")
+    _convert(data, str(path))  # names the bad key against the file itself
+    return data
+
+
+def _convert(raw: dict[str, Any], where: str) -> Config:
+    try:
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    # msgspec says "... - at `$.limits.max_line_bytes`"; put the key first, where a person looks.
+    text = str(exc)
+    message, _, location = text.partition(" - at `$.")
+    key = location.rstrip("`")
+    if not key and "unknown field" in message:
+        return message.replace("Object contains unknown field", "unknown key").replace("`", "'")
+    if "unknown field" in message:
+        field = message.split("`")[1] if "`" in message else "?"
+        return f"unknown key '{key}.{field}'"
+    return f"key '{key}': {message}" if key else message
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    target = raw
+    for name in parents:
+        child = target.get(name)
+        if not isinstance(child, dict):
+            child = {}
+            target[name] = child
+        target = child
+    target[last] = value
+
+
+def _from_text(value: str) -> Any:
+    """Environment values are text; msgspec's lax conversion turns "30" into 30 where needed."""
+    return value

@@ -1,0 +1,175 @@
+"""Changes to a session and the state machine that applies them.
+
+Every mutation of a session is a `Change` value carrying everything it needs (timestamps, ids), so
+that applying a recorded change again during recovery gives exactly the same session. This is the
+unit the journal stores.
+
+State machine (DocPilot's):
+
+    (new) --Create--> Active
+    Active --Pause--> Paused          (counts pause_resume_count)
+    Paused --Resume--> Active
+    Active|Paused --Stop--> Stopped    (sets stopped_at and duration_seconds)
+    any --Fail--> Error(message)
+    Active --RecordCommand-->  Active  (a paused session records no commands)
+    Active|Paused --Annotate--> same
+    any --Replace--> the given session (restore from a backup, import)
+
+Invariants: `apply` checks every precondition before it mutates anything, so a refused change
+leaves the session untouched; each transition appends exactly one event; `stats` stays consistent
+with the lists; `updated_at` is the timestamp of the last change.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from ..errors import InvalidTransition
+from . import timestamps
+from .model import (
+    Annotation,
+    CommandEntry,
+    ErrorState,
+    EventType,
+    Session,
+    SessionEvent,
+    SessionMetadata,
+    SessionStats,
+    state_name,
+)
+
+
+class Create(msgspec.Struct, tag="create", forbid_unknown_fields=True):
+    session_id: str
+    description: str
+    at: str
+    event_id: str
+    metadata: SessionMetadata
+    output_file: str | None = None
+
+
+class RecordCommand(msgspec.Struct, tag="command", forbid_unknown_fields=True):
+    entry: CommandEntry
+    event_id: str
+
+
+class Annotate(msgspec.Struct, tag="annotate", forbid_unknown_fields=True):
+    annotation: Annotation
+    event_id: str
+
+
+class Pause(msgspec.Struct, tag="pause", forbid_unknown_fields=True):
+    at: str
+    event_id: str
+
+
+class Resume(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
+    at: str
+    event_id: str
+
+
+class Stop(msgspec.Struct, tag="stop", forbid_unknown_fields=True):
+    at: str
+    event_id: str
+
+
+class Fail(msgspec.Struct, tag="fail", forbid_unknown_fields=True):
+    at: str
+    event_id: str
+    message: str
+
+
+class Replace(msgspec.Struct, tag="replace", forbid_unknown_fields=True):
+    """The whole session replaced: a restore from a backup or an import."""
+
+    session: Session
+    reason: str
+
+
+Change = Union[Create, RecordCommand, Annotate, Pause, Resume, Stop, Fail, Replace]
+
+
+def create(change: Create) -> Session:
+    """The new Active session a `Create` change describes."""
+    session = Session(
+        id=change.session_id,
+        description=change.description,
+        state="Active",
+        created_at=change.at,
+        updated_at=change.at,
+        started_at=change.at,
+        stopped_at=None,
+        output_file=change.output_file,
+        commands=[],
+        annotations=[],
+        events=[],
+        metadata=change.metadata,
+        stats=SessionStats(0, 0, 0, 0, None, 0),
+    )
+    _event(session, change.event_id, "SessionStarted", change.at, f"Session created: {change.description}")
+    return session
+
+
+def apply(session: Session, change: Change) -> Session:
+    """Apply `change` to `session` in place (or return the replacement) after checking it is allowed.
+
+    Raises InvalidTransition, with the session unchanged, when the state does not allow the change.
+    """
+    if isinstance(change, Replace):
+        return change.session
+    if isinstance(change, Create):
+        raise InvalidTransition(f"session {session.id} already exists")
+    state = state_name(session.state)
+    if isinstance(change, RecordCommand):
+        _require(session, state, ("Active",), "record a command")
+        entry = change.entry
+        session.commands.append(entry)
+        session.stats.total_commands += 1
+        if entry.exit_code == 0:
+            session.stats.successful_commands += 1
+        elif entry.exit_code is not None:
+            session.stats.failed_commands += 1
+        _event(session, change.event_id, "CommandCaptured", entry.timestamp, entry.command)
+    elif isinstance(change, Annotate):
+        _require(session, state, ("Active", "Paused"), "add an annotation")
+        note = change.annotation
+        session.annotations.append(note)
+        session.stats.total_annotations += 1
+        _event(session, change.event_id, "AnnotationAdded", note.timestamp, f"Annotation added: {note.id}")
+    elif isinstance(change, Pause):
+        _require(session, state, ("Active",), "pause")
+        session.state = "Paused"
+        session.stats.pause_resume_count += 1
+        _event(session, change.event_id, "SessionPaused", change.at, None)
+    elif isinstance(change, Resume):
+        _require(session, state, ("Paused",), "resume")
+        session.state = "Active"
+        _event(session, change.event_id, "SessionResumed", change.at, None)
+    elif isinstance(change, Stop):
+        _require(session, state, ("Active", "Paused"), "stop")
+        session.state = "Stopped"
+        session.stopped_at = change.at
+        if session.started_at is not None:
+            elapsed_ns = timestamps.parse_ns(change.at) - timestamps.parse_ns(session.started_at)
+            session.stats.duration_seconds = max(0, elapsed_ns // 1_000_000_000)
+        _event(session, change.event_id, "SessionStopped", change.at, None)
+    elif isinstance(change, Fail):
+        session.state = ErrorState(change.message)
+        _event(session, change.event_id, "ErrorOccurred", change.at, change.message)
+    else:  # pragma: no cover - the union is closed
+        raise TypeError(f"unknown change {type(change).__name__}")
+    return session
+
+
+def _require(session: Session, state: str, allowed: tuple[str, ...], action: str) -> None:
+    if state not in allowed:
+        raise InvalidTransition(f"cannot {action}: session {session.id} is {state}")
+
+
+def _event(session: Session, event_id: str, kind: EventType, at: str, details: str | None) -> None:
+    session.events.append(SessionEvent(id=event_id, event_type=kind, timestamp=at, details=details))
+    # updated_at never moves backwards, even if a hook reports an older command timestamp.
+    if timestamps.parse_ns(at) >= timestamps.parse_ns(session.updated_at):
+        session.updated_at = at

@@ -1,0 +1,192 @@
+"""The seed's maintenance operations: backup info, cleanup, storage statistics, export and import.
+
+Cleanup removes stopped (or failed) sessions, with their backups and journal, once their last
+change is older than the cutoff, and backups older than the cutoff of sessions that are not live.
+A live (Active or Paused) session is never touched. Import validates everything first and never
+overwrites an existing session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+
+from ..domain import timestamps
+from ..domain.model import Session, is_live
+from ..errors import InvalidSession, StorageError
+from . import backups, snapshot
+from .atomic import storage_error, write_atomic
+from .fsops import OsFileOps
+from .store import SessionStore
+
+
+class BackupInfo(msgspec.Struct):
+    name: str
+    time: str
+    size: int
+
+
+class StorageStats(msgspec.Struct):
+    session_count: int
+    backup_count: int
+    total_size: int
+    backup_size: int
+    journal_size: int
+    quarantine_count: int
+
+
+class CleanupResult(msgspec.Struct):
+    removed_sessions: list[str]
+    removed_backups: list[str]
+
+
+def backup_info(store: SessionStore, session_id: str) -> list[BackupInfo]:
+    """Generations of one session, newest first."""
+    found: list[BackupInfo] = []
+    for backup in reversed(backups.for_session(store.ops, store.layout.backups, session_id)):
+        try:
+            size = store.ops.stat(backup.path).st_size
+        except OSError:
+            continue
+        found.append(BackupInfo(name=backup.name, time=timestamps.format_ns(backup.ns), size=size))
+    return found
+
+
+def _dir_usage(store: SessionStore, directory: Path, suffix: str | None = None) -> tuple[int, int]:
+    count = size = 0
+    try:
+        names = store.ops.listdir(directory)
+    except FileNotFoundError:
+        return 0, 0
+    for name in names:
+        if suffix and not name.endswith(suffix):
+            continue
+        try:
+            st = store.ops.stat(directory / name)
+        except OSError:
+            continue
+        count += 1
+        size += st.st_size
+    return count, size
+
+
+def storage_stats(store: SessionStore) -> StorageStats:
+    layout = store.layout
+    sessions, session_bytes = _dir_usage(store, layout.sessions, ".json")
+    backup_count, backup_bytes = _dir_usage(store, layout.backups, ".json")
+    _, journal_bytes = _dir_usage(store, layout.journal)
+    quarantined, quarantine_bytes = _dir_usage(store, layout.quarantine)
+    return StorageStats(
+        session_count=sessions,
+        backup_count=backup_count,
+        total_size=session_bytes + backup_bytes + journal_bytes + quarantine_bytes,
+        backup_size=backup_bytes,
+        journal_size=journal_bytes,
+        quarantine_count=sum(1 for n in _names(store, layout.quarantine) if not n.endswith(".reason")),
+    )
+
+
+def _names(store: SessionStore, directory: Path) -> list[str]:
+    try:
+        return store.ops.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def cleanup(
+    store: SessionStore, sessions: Iterable[Session], max_age_days: float, now_ns: int
+) -> CleanupResult:
+    """Remove old stopped sessions and old backups of sessions that are not live.
+
+    `sessions` is every known session (the daemon passes its registry), so the decision never
+    rests on a file that might be stale.
+    """
+    cutoff = now_ns - int(max_age_days * 86400 * 1_000_000_000)
+    removed_sessions: list[str] = []
+    removed_backups: list[str] = []
+    live = set()
+    for session in sessions:
+        if is_live(session):
+            live.add(session.id)
+            continue
+        if timestamps.parse_ns(session.updated_at) < cutoff:
+            remove_session_files(store, session.id)
+            removed_sessions.append(session.id)
+    by_session, _ = backups.scan(store.ops, store.layout.backups)
+    for session_id, generations in by_session.items():
+        if session_id in live or session_id in removed_sessions:
+            continue
+        for backup in generations:
+            if backup.ns < cutoff:
+                _unlink(store, backup.path)
+                removed_backups.append(backup.name)
+    _sync(store, store.layout.backups)
+    return CleanupResult(removed_sessions=removed_sessions, removed_backups=removed_backups)
+
+
+def remove_session_files(store: SessionStore, session_id: str) -> list[str]:
+    """Delete a session everywhere: main file, backups, journal. Only on an explicit request."""
+    removed: list[str] = []
+    for backup in backups.for_session(store.ops, store.layout.backups, session_id):
+        _unlink(store, backup.path)
+        removed.append(f"backups/{backup.name}")
+    for directory, suffixes in ((store.layout.journal, (".journal",)), (store.layout.sessions, (".json",))):
+        for name in _names(store, directory):
+            if name.startswith(session_id) and name.endswith(suffixes):
+                _unlink(store, directory / name)
+                removed.append(f"{directory.name}/{name}")
+    store.forget(session_id)
+    for directory in (store.layout.backups, store.layout.journal, store.layout.sessions):
+        _sync(store, directory)
+    return removed
+
+
+def _unlink(store: SessionStore, path: Path) -> None:
+    try:
+        store.ops.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise storage_error(exc, f"removing {path.name}") from exc
+
+
+def _sync(store: SessionStore, directory: Path) -> None:
+    try:
+        store.ops.fsync_dir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise storage_error(exc, f"syncing {directory.name}/") from exc
+
+
+def export_session(session: Session, destination: Path) -> Path:
+    """Write the session as DocPilot JSON to `destination`, atomically (re-importable)."""
+    destination = destination.expanduser().absolute()
+    if destination.is_dir():
+        destination = destination / f"{session.id}.json"
+    try:
+        write_atomic(OsFileOps(), destination, snapshot.encode_plain(session))
+        os.chmod(destination, 0o600)
+    except OSError as exc:
+        raise storage_error(exc, f"exporting to {destination}") from exc
+    return destination
+
+
+def parse_import(data: bytes, source: str) -> Session:
+    """A session from exported (or DocPilot) JSON; InvalidSession listing every problem."""
+    decoded = snapshot.decode(data)
+    if decoded.session is None or decoded.problem is not None:
+        raise InvalidSession(f"{source}: {decoded.problem}", [decoded.problem or "invalid"])
+    if decoded.integrity == "mismatch":
+        raise InvalidSession(f"{source}: checksum mismatch: the file changed after it was written")
+    return snapshot.plain_session(decoded.session)
+
+
+def read_import_file(path: Path) -> bytes:
+    try:
+        return path.expanduser().read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None

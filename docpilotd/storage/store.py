@@ -1,0 +1,197 @@
+"""The snapshot store: saving sessions with backup generations, and reading them back.
+
+Save of session S (only when S changed):
+  1. If `sessions/S.json` exists and is trusted (it is the file we last wrote, by inode, size and
+     mtime, or it decodes and validates), hard-link it to a new backup generation and sync
+     `backups/`. A file that is not trusted goes to quarantine instead: it never becomes a backup.
+  2. Write the new snapshot atomically (see `atomic`).
+  3. Only after 1 and 2 succeeded, remove the oldest generations beyond `backups_kept`.
+
+At every instant the store holds a valid copy of the last saved state: the old snapshot until the
+rename, the new one after it; the backup that step 1 made is never removed in the same save.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..domain.model import Session
+from ..errors import StorageError
+from ..paths import Layout
+from . import backups, quarantine, snapshot
+from .atomic import storage_error, write_atomic
+from .fsops import FileOps, OsFileOps
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What we know of a file we wrote: enough to recognise it without reading it back."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class SaveResult:
+    path: Path
+    identity: Identity
+    backup: Path | None = None
+    quarantined: Path | None = None
+    removed_backups: list[Path] = field(default_factory=list)
+
+
+class SessionStore:
+    def __init__(self, layout: Layout, ops: FileOps | None = None, backups_kept: int = 5) -> None:
+        self.layout = layout
+        self.ops = ops or OsFileOps()
+        self.backups_kept = backups_kept
+        self._written: dict[str, Identity] = {}
+        self._last_backup_ns = 0
+
+    # -- what we wrote -------------------------------------------------------------------------
+
+    def written_identity(self, session_id: str) -> Identity | None:
+        return self._written.get(session_id)
+
+    def remember(self, session_id: str, identity: Identity) -> None:
+        self._written[session_id] = identity
+
+    def forget(self, session_id: str) -> None:
+        self._written.pop(session_id, None)
+
+    def is_own_file(self, session_id: str) -> bool:
+        """Whether `sessions/{id}.json` is still exactly the file we last wrote."""
+        known = self._written.get(session_id)
+        if known is None:
+            return False
+        try:
+            return Identity.of(self.ops.stat(self.layout.session_file(session_id))) == known
+        except OSError:
+            return False
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def save(self, session: Session, seq: int) -> SaveResult:
+        """Durably write `session` (containing journal records up to `seq`) as its snapshot."""
+        data = snapshot.encode(session, seq)
+        return self.save_encoded(session.id, data)
+
+    def save_encoded(self, session_id: str, data: bytes) -> SaveResult:
+        """Save bytes already produced by `snapshot.encode` (encoding may happen elsewhere)."""
+        path = self.layout.session_file(session_id)
+        backup, quarantined = self._preserve_current(session_id, path)
+        st = write_atomic(self.ops, path, data)
+        identity = Identity.of(st)
+        self._written[session_id] = identity
+        result = SaveResult(path=path, identity=identity, backup=backup, quarantined=quarantined)
+        if backup is not None:
+            result.removed_backups = self.rotate(session_id, keep_newest=backup)
+        return result
+
+    def _preserve_current(self, session_id: str, path: Path) -> tuple[Path | None, Path | None]:
+        """Step 1: make the current snapshot a backup, or quarantine it if it is not trusted."""
+        try:
+            st = self.ops.stat(path)
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            raise storage_error(exc, f"examining {path.name}") from exc
+        if self._written.get(session_id) != Identity.of(st):
+            try:
+                decoded = snapshot.decode(self.ops.read_bytes(path), session_id)
+            except OSError as exc:
+                raise storage_error(exc, f"reading {path.name}") from exc
+            if not decoded.usable:
+                reason = decoded.problem or "checksum mismatch"
+                return None, quarantine.move(self.ops, self.layout.quarantine, path, reason)
+        target = self._new_backup_path(session_id)
+        try:
+            self._link_or_copy(path, target)
+            self.ops.fsync_dir(self.layout.backups)
+        except OSError as exc:
+            raise storage_error(exc, f"backing up {path.name}") from exc
+        return target, None
+
+    def _new_backup_path(self, session_id: str) -> Path:
+        # Strictly increasing even if the clock stalls or steps back: names never collide.
+        ns = max(time.time_ns(), self._last_backup_ns + 1)
+        self._last_backup_ns = ns
+        return self.layout.backups / backups.backup_name(session_id, ns)
+
+    def _link_or_copy(self, src: Path, dst: Path) -> None:
+        try:
+            self.ops.link(src, dst)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                raise
+        data = self.ops.read_bytes(src)
+        fd = self.ops.open_exclusive(dst)
+        try:
+            self.ops.write_all(fd, data)
+            self.ops.fsync(fd)
+        finally:
+            self.ops.close(fd)
+
+    def rotate(self, session_id: str, keep_newest: Path | None = None) -> list[Path]:
+        """Remove the oldest generations beyond `backups_kept`; never `keep_newest`.
+
+        Generations that are hard links of one file count once (they are one generation).
+        """
+        generations = backups.for_session(self.ops, self.layout.backups, session_id)
+        distinct: list[backups.Backup] = []
+        duplicates: list[backups.Backup] = []
+        seen: set[int] = set()
+        for backup in reversed(generations):  # newest first
+            try:
+                ino = self.ops.stat(backup.path).st_ino
+            except OSError:
+                continue
+            (duplicates if ino in seen else distinct).append(backup)
+            seen.add(ino)
+        doomed = distinct[self.backups_kept :] + [d for d in duplicates if d.path != keep_newest]
+        removed: list[Path] = []
+        for backup in doomed:
+            if backup.path == keep_newest:
+                continue
+            try:
+                self.ops.unlink(backup.path)
+                removed.append(backup.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise storage_error(exc, f"removing old backup {backup.name}") from exc
+        if removed:
+            try:
+                self.ops.fsync_dir(self.layout.backups)
+            except OSError as exc:
+                raise storage_error(exc, "syncing backups/") from exc
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self, path: Path, expected_id: str | None = None) -> snapshot.Decoded:
+        """Decode one snapshot or backup file; unreadable files give a Decoded with a problem."""
+        try:
+            data = self.ops.read_bytes(path)
+        except FileNotFoundError:
+            return snapshot.Decoded(None, problem="file not found")
+        except OSError as exc:
+            return snapshot.Decoded(None, problem=f"cannot read: {exc.strerror or exc}")
+        return snapshot.decode(data, expected_id)
+
+    def load(self, session_id: str) -> Session:
+        """The session from its snapshot; raises StorageError if the snapshot is not usable."""
+        decoded = self.read(self.layout.session_file(session_id), session_id)
+        if not decoded.usable or decoded.session is None:
+            raise StorageError(f"session {session_id}: {decoded.problem or 'checksum mismatch'}")
+        return decoded.session
