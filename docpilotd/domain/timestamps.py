@@ -11,7 +11,8 @@ import calendar
 import re
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,  # chrono reads ASCII digits only; `\d` alone would also match other scripts' digits
 )
 
 
@@ -25,13 +26,16 @@ def parse_ns(text: str) -> int:
     if match is None:
         raise TimestampError(f"not an RFC 3339 timestamp: {text[:60]!r}")
     year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+    # Year 0 exists in RFC 3339 but not in Python's calendar (datetime starts at year 1).
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
         raise TimestampError(f"no such date: {text[:60]!r}")
     if hour > 23 or minute > 59 or second > 60:
         raise TimestampError(f"no such time: {text[:60]!r}")
     fraction = (match.group(7) or "").ljust(9, "0")
     seconds = calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0))
     if match.group(9):
+        if int(match.group(10)) > 23 or int(match.group(11)) > 59:
+            raise TimestampError(f"no such UTC offset: {text[:60]!r}")
         offset = int(match.group(10)) * 3600 + int(match.group(11)) * 60
         seconds -= offset if match.group(9) == "+" else -offset
     return seconds * 1_000_000_000 + int(fraction)
