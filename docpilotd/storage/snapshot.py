@@ -103,6 +103,8 @@ def decode(data: bytes, expected_id: str | None = None) -> Decoded:
         return Decoded(None, problem=f"invalid session data: {exc}")
     except msgspec.DecodeError as exc:
         return Decoded(None, problem=f"not valid JSON: {exc}")
+    except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+        return Decoded(None, problem=f"not valid JSON: a string is not UTF-8 ({exc.reason})")
     except RecursionError:
         return Decoded(None, problem="not valid JSON: nested too deeply")
     meta = session.docpilotd
