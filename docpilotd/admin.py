@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "run":
             from .runtime.daemon import run
 
-            return run(cfg, detach=args.detach)
+            return run(cfg, detach=args.detach, config_file=args.config)
         raise UsageError(f"unknown verb {args.verb}")
     except DocpilotError as exc:
         print(f"docpilotd: {exc.message}", file=sys.stderr)

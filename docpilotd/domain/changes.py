@@ -173,3 +173,32 @@ def _event(session: Session, event_id: str, kind: EventType, at: str, details: s
     # updated_at never moves backwards, even if a hook reports an older command timestamp.
     if timestamps.parse_ns(at) >= timestamps.parse_ns(session.updated_at):
         session.updated_at = at
+
+
+def state_after(state: str | None, change: Change) -> str:
+    """The state name a session in `state` (None: not yet created) has after `change`.
+
+    Raises InvalidTransition exactly when `apply` would: the runtime checks a change against the
+    state that all queued changes lead to, before the change is journaled.
+    """
+    if isinstance(change, Replace):
+        return state_name(change.session.state)
+    if state is None:
+        if isinstance(change, Create):
+            return "Active"
+        raise InvalidTransition("no such session")
+    if isinstance(change, Create):
+        raise InvalidTransition("session already exists")
+    if isinstance(change, Fail):
+        return "Error"
+    allowed: dict[type, tuple[tuple[str, ...], str | None, str]] = {
+        RecordCommand: (("Active",), None, "record a command"),
+        Annotate: (("Active", "Paused"), None, "add an annotation"),
+        Pause: (("Active",), "Paused", "pause"),
+        Resume: (("Paused",), "Active", "resume"),
+        Stop: (("Active", "Paused"), "Stopped", "stop"),
+    }
+    states, after, action = allowed[type(change)]
+    if state not in states:
+        raise InvalidTransition(f"cannot {action}: the session is {state}")
+    return after or state

@@ -43,7 +43,7 @@ SimpleState = Literal["Active", "Paused", "Stopped"]
 SessionState = Union[SimpleState, ErrorState]
 
 
-class CommandEntry(msgspec.Struct):
+class CommandEntry(msgspec.Struct, omit_defaults=True):
     command: str
     timestamp: str
     exit_code: Int32 | None
@@ -51,6 +51,8 @@ class CommandEntry(msgspec.Struct):
     shell: str
     output: str | None
     error: str | None
+    # docpilotd's addition (DocPilot ignores unknown fields); absent unless a hook measured it.
+    duration_ms: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
 
 
 class Annotation(msgspec.Struct):

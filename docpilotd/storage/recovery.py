@@ -30,7 +30,8 @@ import msgspec
 
 from ..domain.model import Session, state_name
 from ..errors import StorageError
-from . import backups, quarantine, snapshot
+from . import backups, journal, quarantine, snapshot
+from .replay import Replayed, replay
 from .atomic import TEMP_PREFIX, is_temp_name, write_atomic
 from .store import Identity, SessionStore
 
@@ -125,8 +126,8 @@ def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], lis
     by_session, junk = backups.scan(ops, layout.backups)
     ids.update(by_session)
     other.extend(f"ignored: backups/{name} is not a backup name" for name in junk)
-    for session_id in list(temps):
-        ids.add(session_id)
+    ids.update(temps)
+    ids.update(journal.session_ids(ops, layout.journal))
     return sorted(ids), temps, loose_temps, other
 
 
@@ -184,7 +185,7 @@ def recover_session(
     source: _Candidate | None = main if main is not None and main.decoded.usable else None
     if main is not None and source is None:
         report.problems.append(f"{_relative(store, main_path)}: {_why(main.decoded)}")
-    elif main is None:
+    elif main is None and generations:
         report.problems.append(f"{_relative(store, main_path)}: missing")
     if source is None or check_backups:
         for backup in generations:
@@ -217,14 +218,17 @@ def recover_session(
     to_quarantine.extend((t.path, "stale temp file of an interrupted save") for t in temps)
     rewrite = source is not None and (source is not main or source.decoded.integrity == "mismatch")
 
-    if source is None:
+    base = source.decoded.session if source is not None else None
+    base_seq = source.decoded.seq if source is not None else 0
+    replayed = _replay_journal(store, session_id, base, base_seq, repair, report)
+
+    if replayed.session is None:
         report.status = "unrecoverable"
         report.lost_window = "no usable copy of this session was found"
     else:
-        session = source.decoded.session
-        assert session is not None
-        report.source = _relative(store, source.path)
-        report.seq = source.decoded.seq
+        session = replayed.session
+        report.source = _relative(store, source.path) if source is not None else "journal"
+        report.seq = replayed.last_seq
         report.state = state_name(session.state)
         report.commands = len(session.commands)
         report.annotations = len(session.annotations)
@@ -236,11 +240,9 @@ def recover_session(
             report.actions.append(f"would quarantine {_relative(store, path)} ({why})")
         if rewrite and source is not None:
             report.actions.append(f"would restore {_relative(store, main_path)} from {report.source}")
-        return report, _recovered(source)
+        return report, _recovered(replayed)
 
-    if source is not None and rewrite:
-        session = source.decoded.session
-        assert session is not None
+    if source is not None and rewrite and replayed.session is not None:
         if main is not None:
             # Copy, then replace atomically: there is never a moment without a main file.
             kept = quarantine.keep_copy(
@@ -248,7 +250,8 @@ def recover_session(
                 store.ops.read_bytes(main_path), main_path, _why(main.decoded),
             )
             report.quarantined.append(_relative(store, kept))
-        data = snapshot.encode(snapshot.plain_session(session), source.decoded.seq)
+        # Replay already applied the journal to this session: record the sequence it now contains.
+        data = snapshot.encode(snapshot.plain_session(replayed.session), replayed.last_seq)
         store.remember(session_id, Identity.of(write_atomic(store.ops, main_path, data)))
         report.actions.append(f"restored {_relative(store, main_path)} from {report.source}")
     for path, why in to_quarantine:
@@ -259,15 +262,46 @@ def recover_session(
             report.quarantined.append(_relative(store, target))
     if report.quarantined:
         report.actions.append("quarantined " + ", ".join(report.quarantined))
-    if source is not None:
+    if replayed.session is not None:
         report.status = "repaired" if report.problems else "ok"
-    return report, _recovered(source)
+    return report, _recovered(replayed)
 
 
-def _recovered(source: _Candidate | None) -> Recovered | None:
-    if source is None or source.decoded.session is None:
+def _replay_journal(
+    store: SessionStore, session_id: str, base: Session | None, base_seq: int, repair: bool, report: SessionReport
+) -> Replayed:
+    """Apply the journal after the chosen copy; cut torn tails and keep damaged segments (repair)."""
+    read = journal.read_segments(store.ops, store.layout.journal, session_id)
+    for damage in read.damage:
+        where = f"{_relative(store, damage.segment)} at byte {damage.offset}"
+        if damage.torn_tail:
+            report.problems.append(f"{where}: torn last record ({damage.detail}, {damage.size} bytes)")
+            if repair:
+                kept = journal.cut_tail(store.ops, store.layout.quarantine, damage)
+                report.quarantined.append(_relative(store, kept))
+                report.actions.append(f"cut the torn tail of {_relative(store, damage.segment)}")
+        else:
+            report.problems.append(f"{where}: damaged record in the middle ({damage.detail})")
+            if repair:
+                kept = quarantine.keep_copy(
+                    store.ops, store.layout.quarantine, damage.segment.name,
+                    store.ops.read_bytes(damage.segment), damage.segment, f"damaged record at byte {damage.offset}",
+                )
+                report.quarantined.append(_relative(store, kept))
+    replayed = replay(base, base_seq, read.records)
+    report.replayed = replayed.applied
+    for first, last in replayed.gaps:
+        window = f"journal records {first}..{last} are missing (damaged or trimmed)"
+        report.problems.append(window)
+        report.lost_window = window if report.lost_window is None else f"{report.lost_window}; {window}"
+    report.problems.extend(replayed.refused)
+    return replayed
+
+
+def _recovered(replayed: Replayed) -> Recovered | None:
+    if replayed.session is None:
         return None
-    return Recovered(session=snapshot.plain_session(source.decoded.session), seq=source.decoded.seq)
+    return Recovered(session=snapshot.plain_session(replayed.session), seq=replayed.last_seq)
 
 
 def _why(decoded: snapshot.Decoded) -> str:

@@ -1,0 +1,252 @@
+"""`docpilot`: the client people and hooks use. DocPilot's verbs and aliases, plus the daemon's.
+
+Every verb accepts `--json` (machine-readable output) and session verbs accept `--session ID`
+(default: $DOCPILOT_SESSION, else the daemon's most recently started live session). Errors are one
+line on stderr and a stable exit code (see docpilotd.errors); no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import DocpilotError, UsageError
+from .transport import Connection
+
+# verb: (aliases, help)
+VERBS: dict[str, tuple[tuple[str, ...], str]] = {
+    "start": (("begin", "new"), "start a session: docpilot start \"what you are doing\""),
+    "stop": (("end", "finish"), "stop the session"),
+    "pause": (("hold",), "pause the session (commands are not recorded)"),
+    "resume": (("continue", "unpause"), "resume a paused session"),
+    "annotate": (("add", "comment"), "add an annotation (--type note|explanation|warning|milestone)"),
+    "annotations": (("list",), "list the session's annotations"),
+    "note": (("n",), "add a note"),
+    "explain": (("exp",), "add an explanation"),
+    "warn": (("warning", "alert"), "add a warning"),
+    "milestone": (("mile", "checkpoint"), "add a milestone"),
+    "status": (("info", "stat"), "the daemon and the current session"),
+    "sessions": ((), "all sessions with their state and counts"),
+    "show": ((), "one session in full, annotations included"),
+    "save": ((), "save every changed session now"),
+    "record": ((), "record one captured command (what shell hooks send)"),
+    "backups": ((), "backup generations of a session"),
+    "restore": ((), "restore a session from a backup (reversible)"),
+    "recovery": ((), "the report of the daemon's last start-up recovery"),
+    "cleanup": ((), "remove stopped sessions and backups older than N days"),
+    "stats": ((), "storage statistics"),
+    "export": ((), "a session as DocPilot JSON (re-importable)"),
+    "import": ((), "import a session from an exported or DocPilot JSON file"),
+}
+SESSION_VERBS = {
+    "stop", "pause", "resume", "annotate", "annotations", "note", "explain", "warn", "milestone",
+    "status", "show", "record", "backups", "restore", "export",
+}
+ANNOTATION_SHORTCUTS = {"note": "note", "explain": "explanation", "warn": "warning", "milestone": "milestone"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see 'docpilot --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="docpilot", description="Document what you do in the terminal; docpilotd keeps it safe.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (aliases, help_text) in VERBS.items():
+        p = sub.add_parser(verb, aliases=list(aliases), help=help_text, description=help_text)
+        p.set_defaults(verb=verb)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if verb in SESSION_VERBS:
+            p.add_argument("--session", "-s", help="session id (default: $DOCPILOT_SESSION or the latest live one)")
+        _add_arguments(verb, p)
+    return parser
+
+
+def _add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
+    if verb == "start":
+        p.add_argument("description", nargs="+")
+        p.add_argument("--output-file", "-o", help="where generated documentation goes")
+        p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    elif verb == "annotate":
+        p.add_argument("text", nargs="+")
+        p.add_argument("--type", "-t", default="note", choices=["note", "explanation", "warning", "milestone"])
+    elif verb in ANNOTATION_SHORTCUTS:
+        p.add_argument("text", nargs="+")
+    elif verb == "record":
+        p.add_argument("--exit-code", type=int)
+        p.add_argument("--cwd", default=None)
+        p.add_argument("--shell", default="")
+        p.add_argument("--duration-ms", type=int)
+        p.add_argument("--started-at", help="RFC 3339 time the command started")
+        p.add_argument("command", nargs=argparse.REMAINDER)
+    elif verb == "restore":
+        p.add_argument("backup", help="backup name (see 'docpilot backups')")
+    elif verb == "cleanup":
+        p.add_argument("--max-age-days", type=float, required=True)
+    elif verb == "export":
+        p.add_argument("--output", "-o", help="file to write (default: standard output)")
+    elif verb == "import":
+        p.add_argument("file")
+
+
+def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The protocol op and arguments of a parsed command line."""
+    verb: str = args.verb
+    fields: dict[str, Any] = {}
+    if verb in SESSION_VERBS:
+        fields["session"] = args.session or os.environ.get("DOCPILOT_SESSION") or None
+    if verb == "start":
+        return "start", {
+            "description": " ".join(args.description), "output_file": args.output_file, "tags": args.tag,
+            "cwd": os.getcwd(), "shell": os.path.basename(os.environ.get("SHELL", "")) or None,
+        }
+    if verb == "annotate":
+        return "annotate", {**fields, "text": " ".join(args.text), "type": args.type}
+    if verb in ANNOTATION_SHORTCUTS:
+        return "annotate", {**fields, "text": " ".join(args.text), "type": ANNOTATION_SHORTCUTS[verb]}
+    if verb == "record":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            raise UsageError("record needs the command text: docpilot record [options] -- COMMAND")
+        return "record", {
+            **fields, "command": " ".join(command), "exit_code": args.exit_code, "cwd": args.cwd or os.getcwd(),
+            "shell": args.shell, "duration_ms": args.duration_ms, "started_at": args.started_at,
+        }
+    if verb == "restore":
+        return "restore", {**fields, "backup": args.backup}
+    if verb == "cleanup":
+        return "cleanup", {"max_age_days": args.max_age_days}
+    if verb == "import":
+        return "import", {"path": str(Path(args.file).expanduser().absolute())}
+    return verb, fields
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verb is None:
+            build_parser().print_help()
+            return 2
+        op, fields = request_for(args)
+        with Connection() as conn:
+            result = conn.request(op, **fields)
+        if args.verb == "export" and args.output:
+            _write_export(Path(args.output), result)
+            result_for_print: Any = {"exported": str(Path(args.output).absolute()), "session": result.get("id")}
+            print(json.dumps(result_for_print) if args.json else f"exported {result.get('id')} to {args.output}")
+            return 0
+        if args.json:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        else:
+            render(args.verb, result)
+        return 0
+    except DocpilotError as exc:
+        print(f"docpilot: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+
+
+def _write_export(path: Path, session: Any) -> None:
+    data = json.dumps(session, indent=2, ensure_ascii=False) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def render(verb: str, result: Any) -> None:
+    """Human output: short, one fact per line."""
+    if verb == "start":
+        print(result["id"])
+    elif verb in ("stop", "pause", "resume", "restore", "import"):
+        extra = f" (restored from {result['restored_from']})" if "restored_from" in result else ""
+        print(f"{result['id']}  {result['state']}  {result['commands']} commands, {result['annotations']} annotations{extra}")
+    elif verb in ("annotate", *ANNOTATION_SHORTCUTS):
+        note = result["annotation"]
+        print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")
+    elif verb == "record":
+        print(f"recorded in {result['session']} ({result['commands']} commands)")
+    elif verb == "status":
+        d = result["daemon"]
+        print(f"docpilotd {d['version']} pid {d['pid']}, up {d['uptime_s']:.0f} s, {d['sessions']} sessions "
+              f"({d['live_sessions']} live), durability {d['durability']}")
+        for sid, why in d["degraded"].items():
+            print(f"DEGRADED {sid}: {why}")
+        s = result.get("session")
+        if s:
+            print(f"session {s['id']}  {s['state']}  \"{s['description']}\"")
+            print(f"  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
+                  f"{s['annotations']} annotations, started {s['started_at']}")
+        else:
+            print("no live session")
+    elif verb == "sessions":
+        if not result:
+            print("no sessions")
+        for s in result:
+            print(f"{s['id']}  {s['state']:<8} {s['commands']:>6} cmd {s['annotations']:>4} ann  {s['description']}")
+    elif verb in ("show", "export"):
+        if verb == "export":
+            print(json.dumps(result, indent=2, ensure_ascii=False))
+        else:
+            _render_session(result)
+    elif verb == "annotations":
+        notes = result["annotations"]
+        if not notes:
+            print("no annotations")
+        for note in notes:
+            print(f"{note['timestamp']}  {note['annotation_type']:<11} {note['text']}")
+    elif verb == "backups":
+        if not result["backups"]:
+            print(f"no backups of {result['session']}")
+        for b in result["backups"]:
+            print(f"{b['name']}  {b['time']}  {b['size']} bytes")
+    elif verb == "save":
+        print(f"saved {result['saved']} session(s)")
+    elif verb == "stats":
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    elif verb == "cleanup":
+        print(f"removed {len(result['removed_sessions'])} session(s) and {len(result['removed_backups'])} backup(s)")
+    elif verb == "recovery":
+        print(f"recovery of {result['root']} took {result['duration_ms']:.0f} ms")
+        for s in result["sessions"]:
+            print(f"  {s['session_id']}  {s['status']}  from {s['source']}, {s['replayed']} journal records replayed")
+            for line in s["problems"]:
+                print(f"      problem: {line}")
+            for line in s["actions"]:
+                print(f"      {line}")
+        for line in result["other"]:
+            print(f"  {line}")
+    else:  # pragma: no cover - every verb has a rendering
+        print(json.dumps(result, indent=2))
+
+
+def _render_session(s: dict[str, Any]) -> None:
+    state = s["state"] if isinstance(s["state"], str) else f"Error: {s['state'].get('Error')}"
+    print(f"{s['id']}  {state}  \"{s['description']}\"")
+    print(f"created {s['created_at']}  updated {s['updated_at']}")
+    items = [(c["timestamp"], "$", c) for c in s["commands"]] + [(a["timestamp"], "#", a) for a in s["annotations"]]
+    for _, kind, item in sorted(items, key=lambda t: t[0]):
+        if kind == "$":
+            code = item["exit_code"]
+            mark = "" if code in (0, None) else f"  [exit {code}]"
+            print(f"  {item['working_directory']}$ {item['command']}{mark}")
+        else:
+            print(f"  # {item['annotation_type']}: {item['text']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

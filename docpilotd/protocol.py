@@ -1,0 +1,167 @@
+"""The wire protocol: newline-delimited JSON over a Unix stream socket. Depends on msgspec alone.
+
+One request object per line, one response per line, in order:
+
+    {"op": "note", "id": 7, "session": "…", "text": "Proxy is up"}
+    {"id": 7, "ok": true, "result": {...}}
+    {"id": 7, "ok": false, "error": {"code": "invalid_transition", "message": "…"}}
+
+Arguments are named like the client's long options. `v` (optional, default 1) is the protocol
+version the client speaks; a daemon that does not know it answers `unsupported_version`. `session`
+is optional on session verbs: the daemon then picks the most recently started live session.
+A client that cannot link msgspec (a shell hook) can write these lines by hand; the daemon accepts
+any JSON object that decodes to one of the request types below and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+from .domain.model import AnnotationType, Int32
+
+PROTOCOL_VERSION = 1
+
+Text = Annotated[str, msgspec.Meta(max_length=1_000_000)]
+ShortText = Annotated[str, msgspec.Meta(max_length=4096)]
+RequestId = Union[int, str, None]
+
+
+class _Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
+    id: RequestId = None
+    v: int = PROTOCOL_VERSION
+
+
+class _SessionRequest(_Request, kw_only=True):
+    session: ShortText | None = None
+
+
+class Hello(_Request, tag="hello"):
+    pass
+
+
+class Start(_Request, tag="start"):
+    description: Text
+    output_file: ShortText | None = None
+    tags: list[ShortText] = []
+    cwd: ShortText | None = None
+    shell: ShortText | None = None
+    user: ShortText | None = None
+
+
+class Stop(_SessionRequest, tag="stop"):
+    pass
+
+
+class Pause(_SessionRequest, tag="pause"):
+    pass
+
+
+class Resume(_SessionRequest, tag="resume"):
+    pass
+
+
+class Annotate(_SessionRequest, tag="annotate"):
+    text: Text
+    type: Literal["note", "explanation", "warning", "milestone"] = "note"
+
+
+class Record(_SessionRequest, tag="record"):
+    command: Text
+    exit_code: Int32 | None = None
+    cwd: ShortText = ""
+    shell: ShortText = ""
+    duration_ms: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
+    started_at: ShortText | None = None  # RFC 3339; the daemon's clock when absent
+    output: Text | None = None
+    # A spooled record carries the id the hook gave it, so a replayed spool never duplicates.
+    capture_id: ShortText | None = None
+
+
+class Status(_SessionRequest, tag="status"):
+    pass
+
+
+class Sessions(_Request, tag="sessions"):
+    pass
+
+
+class Show(_SessionRequest, tag="show"):
+    pass
+
+
+class Annotations(_SessionRequest, tag="annotations"):
+    pass
+
+
+class Save(_Request, tag="save"):
+    pass
+
+
+class Backups(_SessionRequest, tag="backups"):
+    pass
+
+
+class Restore(_SessionRequest, tag="restore"):
+    backup: ShortText
+
+
+class Recovery(_Request, tag="recovery"):
+    pass
+
+
+class Cleanup(_Request, tag="cleanup"):
+    max_age_days: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
+
+
+class Stats(_Request, tag="stats"):
+    pass
+
+
+class Export(_SessionRequest, tag="export"):
+    pass
+
+
+class Import(_Request, tag="import"):
+    path: ShortText
+
+
+Request = Union[
+    Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import,
+]
+
+OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]
+
+ANNOTATION_KINDS: dict[str, AnnotationType] = {
+    "note": "Note",
+    "explanation": "Explanation",
+    "warning": "Warning",
+    "milestone": "Milestone",
+}
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+
+
+class Response(msgspec.Struct, omit_defaults=True):
+    ok: bool
+    id: RequestId = None
+    result: Any = None
+    error: ErrorBody | None = None
+
+
+_request_decoder = msgspec.json.Decoder(Request)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_request(line: bytes) -> Request:
+    """The request on one line; raises msgspec errors or RecursionError on bad input."""
+    return _request_decoder.decode(line)
+
+
+def encode(message: Any) -> bytes:
+    return _encoder.encode(message) + b"\n"

@@ -1,0 +1,1 @@
+"""The running daemon: engine, server, handlers, autosave, watcher, start-up and shutdown."""

@@ -1,0 +1,144 @@
+"""Start-up and shutdown order of the daemon.
+
+Why this order: promise 3 says no request is served before recovery has finished, and promise 4
+says one owner. So:
+
+    lock  ->  recovery (repair)  ->  engine adopts sessions, checkpoints what replay changed
+          ->  watcher  ->  autosave  ->  bind and serve  ->  READY=1 to systemd
+
+The lock comes first because binding would unlink a running daemon's socket. The socket is bound
+last, so a client that connects early finds no socket (and spools, or is told the daemon is not
+running) instead of a socket that hangs during a long recovery.
+
+Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish, stop autosave and the
+watcher, final checkpoint of every changed session (shielded from cancellation), close the journal,
+release the lock. SIGHUP re-reads the configuration (autosave interval, durability, limits, log
+level); the data root cannot change while running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from .. import config as config_mod
+from ..config import Config
+from ..errors import DocpilotError
+from ..paths import Layout, layout_for
+from ..storage.lock import DataLock
+from ..storage.recovery import recover_all
+from ..storage.store import SessionStore
+from . import notify
+from .autosave import Autosave
+from .engine import Engine
+from .handlers import Context
+from .server import Server
+from .watcher import Watcher
+
+log = logging.getLogger("docpilotd")
+
+
+class App:
+    def __init__(self, config: Config, config_file: str | None = None) -> None:
+        self.config = config
+        self.config_file = config_file
+        self.layout: Layout = layout_for(config.home)
+        self.lock = DataLock(self.layout.lock)
+        self.stopping = asyncio.Event()
+        self.engine: Engine | None = None
+        self.server: Server | None = None
+        self.watcher: Watcher | None = None
+        self.autosave: Autosave | None = None
+
+    async def run(self) -> int:
+        started = time.time_ns()
+        self.layout.ensure()
+        self.lock.acquire()
+        try:
+            notify.send("STATUS=recovering")
+            store = SessionStore(self.layout, backups_kept=self.config.backups_kept)
+            loop = asyncio.get_running_loop()
+            report, recovered = await loop.run_in_executor(None, lambda: recover_all(store, repair=True))
+            self._log_recovery(report)
+            engine = Engine(self.config, store)
+            self.engine = engine
+            engine.adopt(recovered)
+            changed = {s.session_id for s in report.sessions if s.replayed or s.status == "repaired"}
+            await engine.settle_after_recovery(changed)
+            self.watcher = Watcher(engine, self.config.rescan_interval)
+            self.watcher.start()
+            self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
+            self.autosave.start()
+            ctx = Context(engine, report, started)
+            self.server = Server(ctx, self.config.limits, self.layout.socket)
+            await self.server.start()
+            self._install_signals()
+            log.info(
+                "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",
+                len(engine.entries), sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
+                self.layout.root, report.duration_ms, self.layout.socket,
+            )
+            notify.send("READY=1", f"STATUS=serving {len(engine.entries)} sessions")
+            heartbeat = notify.start_watchdog(loop)
+            await self.stopping.wait()
+            if heartbeat is not None:
+                heartbeat.cancel()
+            notify.send("STOPPING=1")
+            await asyncio.shield(self._shutdown())
+            return 0
+        finally:
+            self.lock.release()
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: finishing requests and saving")
+        if self.server is not None:
+            await self.server.stop()
+        if self.autosave is not None:
+            self.autosave.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.engine is not None:
+            try:
+                written = await self.engine.checkpoint_dirty()
+                log.info("final save: %d session(s) written", written)
+            except DocpilotError as exc:  # the journal still holds every acknowledged change
+                log.error("final save failed: %s", exc)
+            await self.engine.close()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def reload(self) -> None:
+        try:
+            fresh = config_mod.load(self.config_file)
+        except DocpilotError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        if fresh.home != self.config.home:
+            log.warning("SIGHUP: data_dir cannot change while running; keeping %s", self.layout.root)
+        if self.autosave is not None and fresh.autosave_interval != self.config.autosave_interval:
+            self.autosave.reschedule(fresh.autosave_interval)
+        for name in ("durability", "batch_window_ms", "backups_kept", "log_level", "autosave_interval"):
+            setattr(self.config, name, getattr(fresh, name))
+        self.config.limits = fresh.limits
+        if self.engine is not None:
+            self.engine.store.backups_kept = fresh.backups_kept
+        if self.server is not None:
+            self.server.limits = fresh.limits
+        logging.getLogger("docpilotd").setLevel(fresh.log_level.upper())
+        log.info("SIGHUP: configuration reloaded")
+
+    def _log_recovery(self, report: Any) -> None:
+        for s in report.sessions:
+            if s.problems or s.replayed:
+                log.warning(
+                    "recovery: session %s %s from %s, %d journal record(s) replayed%s",
+                    s.session_id, s.status, s.source, s.replayed, "; " + "; ".join(s.problems) if s.problems else "",
+                )
+        log.info("recovery: %d session(s) in %.0f ms", len(report.sessions), report.duration_ms)

@@ -1,0 +1,391 @@
+"""The engine: live sessions in memory, changes made durable before they are acknowledged.
+
+Why this design: an acknowledged change must survive kill -9 and power loss, yet a change must cost
+the same on a 10-command and a 100k-command session. So a change is one journal record (O(1)),
+fsynced before the reply; records that arrive together share one fsync (group commit); the whole
+session is written only at checkpoints (autosave), which also start a new journal segment.
+
+Flow of a change to session S (all on the event loop, which owns every Entry):
+  1. check it against the state S will have after every change already queued (`state_after`);
+     a refused change never reaches the journal;
+  2. give it the next sequence number, frame it, queue it, and wait;
+  3. S's flusher writes the queued records in one write and (durability "always") one fsync, in
+     the I/O thread pool; only then are the records applied to memory in order and their waiters
+     told `ok`;
+  4. if the write or fsync fails, every queued change of S is refused (never `ok`), the writer is
+     dead, and S must be rebased before it accepts another change: a snapshot written from memory
+     (which holds only acknowledged changes) and a new segment after it; the old segment goes to
+     quarantine so the refused records can never be replayed.
+
+Checkpoints and flushes of one session are serialized by its `io_lock`, so a checkpoint never sees a
+record written but not applied. Invariants: `entry.seq` is the last acknowledged record and the
+session in memory contains exactly records 1..seq; `next_seq` is one past the last queued record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..domain import changes
+from ..domain.changes import Change
+from ..domain.model import Session, is_live, state_name
+from ..errors import DocpilotError, NotDurable, SessionNotFound, StorageError
+from ..storage import backups, journal, quarantine, snapshot
+from ..storage.journal import SegmentWriter
+from ..storage.recovery import Recovered
+from ..storage.store import SessionStore
+
+log = logging.getLogger("docpilotd.engine")
+
+
+@dataclass
+class Entry:
+    """One session known to the daemon. `session` is None for a stopped session not in memory."""
+
+    session_id: str
+    session: Session | None
+    seq: int
+    summary: dict[str, Any]
+    next_seq: int = 0
+    pending_state: str | None = None
+    checkpoint_seq: int = -1
+    started_ns: int = 0
+    dirty: bool = False
+    writer: SegmentWriter | None = None
+    queue: list[tuple[int, Change, asyncio.Future[None]]] = field(default_factory=list)
+    pending_bytes: bytearray = field(default_factory=bytearray)
+    flushing: bool = False
+    needs_rebase: str | None = None
+    io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.next_seq = self.seq + 1
+        if self.pending_state is None and self.session is not None:
+            self.pending_state = state_name(self.session.state)
+
+
+def summarize(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "description": session.description,
+        "state": state_name(session.state),
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "started_at": session.started_at,
+        "stopped_at": session.stopped_at,
+        "commands": len(session.commands),
+        "annotations": len(session.annotations),
+        "successful_commands": session.stats.successful_commands,
+        "failed_commands": session.stats.failed_commands,
+    }
+
+
+class Engine:
+    def __init__(self, config: Config, store: SessionStore) -> None:
+        self.config = config
+        self.store = store
+        self.entries: dict[str, Entry] = {}
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docpilotd-io")
+        self.degraded: dict[str, str] = {}
+        self._seq_by_inode: dict[int, int] = {}
+        self._sync_task: asyncio.Task[None] | None = None
+        self._unsynced: set[str] = set()
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def adopt(self, recovered: dict[str, Recovered]) -> None:
+        """Take the sessions recovery produced; stopped ones are kept as summaries only."""
+        for session_id, found in recovered.items():
+            session = found.session
+            entry = Entry(session_id, session, found.seq, summarize(session))
+            entry.started_ns = _started_ns(session)
+            entry.checkpoint_seq = -1  # unknown until written: forces a first checkpoint if dirty
+            self.entries[session_id] = entry
+
+    async def settle_after_recovery(self, replayed_ids: set[str]) -> None:
+        """Checkpoint sessions that recovery changed, then drop stopped sessions from memory."""
+        for session_id in sorted(replayed_ids):
+            entry = self.entries.get(session_id)
+            if entry is not None and entry.session is not None:
+                entry.dirty = True
+                await self.checkpoint(entry)
+        for entry in self.entries.values():
+            if entry.session is not None and not is_live(entry.session) and not entry.dirty:
+                entry.session = None
+
+    # -- looking sessions up ----------------------------------------------------------------------
+
+    def resolve(self, session_id: str | None) -> Entry:
+        if session_id:
+            entry = self.entries.get(session_id)
+            if entry is None:
+                matches = [e for key, e in self.entries.items() if key.startswith(session_id)]
+                if len(matches) == 1 and len(session_id) >= 4:
+                    return matches[0]
+                raise SessionNotFound(f"no session {session_id!r}")
+            return entry
+        live = [e for e in self.entries.values() if e.pending_state in ("Active", "Paused")]
+        if not live:
+            raise SessionNotFound("no live session (start one with 'docpilot start \"what you are doing\"')")
+        return max(live, key=lambda e: e.started_ns)
+
+    async def full_session(self, entry: Entry) -> Session:
+        """The whole session, loading a stopped one from its snapshot when not in memory."""
+        if entry.session is not None:
+            return entry.session
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.pool, self.store.load, entry.session_id)
+        except StorageError:
+            from ..storage.recovery import recover_session
+
+            _, found = await loop.run_in_executor(
+                self.pool, lambda: recover_session(self.store, entry.session_id, [], repair=True)
+            )
+            if found is None:
+                raise
+            return found.session
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    async def commit(self, entry: Entry, change: Change) -> None:
+        """Make `change` durable (per the durability mode), then apply it; raises if refused."""
+        new_state = changes.state_after(entry.pending_state, change)
+        if entry.needs_rebase is not None:
+            await self._rebase(entry)
+        if entry.session is None and not isinstance(change, (changes.Create, changes.Replace)):
+            entry.session = await self.full_session(entry)
+        seq = entry.next_seq
+        entry.next_seq += 1
+        entry.pending_state = new_state
+        if self.config.durability == "off":
+            self._apply(entry, seq, change)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry.queue.append((seq, change, future))
+        entry.pending_bytes += journal.frame(seq, change)
+        if not entry.flushing:
+            entry.flushing = True
+            asyncio.get_running_loop().create_task(self._flush(entry))
+        await future
+
+    def new_entry(self, session_id: str) -> Entry:
+        entry = Entry(session_id, None, 0, {"id": session_id})
+        entry.started_ns = time.time_ns()
+        self.entries[session_id] = entry
+        return entry
+
+    def _apply(self, entry: Entry, seq: int, change: Change) -> None:
+        if isinstance(change, changes.Create):
+            entry.session = changes.create(change)
+        elif isinstance(change, changes.Replace):
+            entry.session = change.session
+        else:
+            assert entry.session is not None
+            entry.session = changes.apply(entry.session, change)
+        entry.seq = seq
+        entry.dirty = True
+        entry.summary = summarize(entry.session)
+
+    async def _flush(self, entry: Entry) -> None:
+        loop = asyncio.get_running_loop()
+        sync = self.config.durability == "always"
+        try:
+            async with entry.io_lock:
+                while entry.queue:
+                    batch, data = entry.queue, bytes(entry.pending_bytes)
+                    entry.queue, entry.pending_bytes = [], bytearray()
+                    try:
+                        await loop.run_in_executor(self.pool, self._write_batch, entry, batch[0][0], data, sync)
+                    except DocpilotError as exc:
+                        self._refuse(entry, batch, exc)
+                        return
+                    for seq, change, future in batch:
+                        self._apply(entry, seq, change)
+                        if not future.done():
+                            future.set_result(None)
+                    if not sync:
+                        self._schedule_sync(entry)
+        finally:
+            entry.flushing = False
+
+    def _write_batch(self, entry: Entry, first_seq: int, data: bytes, sync: bool) -> None:
+        """In the I/O pool: append a batch (and fsync it); opens the segment on first use."""
+        if entry.writer is None:
+            writer = SegmentWriter(
+                self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, first_seq)
+            )
+            writer.open()
+            entry.writer = writer
+        entry.writer.write(data)
+        if sync:
+            entry.writer.sync()
+
+    def _refuse(self, entry: Entry, batch: list[tuple[int, Change, asyncio.Future[None]]], exc: DocpilotError) -> None:
+        """A write or fsync failed: nothing queued is acknowledged; rebase before the next change."""
+        waiting = batch + entry.queue
+        entry.queue, entry.pending_bytes = [], bytearray()
+        entry.next_seq = entry.seq + 1
+        entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
+        entry.needs_rebase = str(exc)
+        self.degraded[entry.session_id] = f"journal write failed: {exc}"
+        log.error("session %s: journal write failed, %d change(s) refused: %s", entry.session_id, len(waiting), exc)
+        error = exc if isinstance(exc, StorageError) else NotDurable(str(exc))
+        for _, _, future in waiting:
+            if not future.done():
+                future.set_exception(type(error)(f"not saved: {error.message}"))
+        if entry.session is None:  # the session was never created: forget it
+            self.entries.pop(entry.session_id, None)
+
+    def _schedule_sync(self, entry: Entry) -> None:
+        self._unsynced.add(entry.session_id)
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_later())
+
+    async def _sync_later(self) -> None:
+        """Durability "batch": fsync every written segment within batch_window_ms."""
+        await asyncio.sleep(self.config.batch_window_ms / 1000)
+        ids, self._unsynced = self._unsynced, set()
+        for session_id in ids:
+            entry = self.entries.get(session_id)
+            if entry is None or entry.writer is None:
+                continue
+            async with entry.io_lock:
+                if entry.writer is None:
+                    continue
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self.pool, entry.writer.sync)
+                except DocpilotError as exc:
+                    entry.needs_rebase = str(exc)
+                    self.degraded[session_id] = f"journal sync failed: {exc}"
+
+    async def _rebase(self, entry: Entry) -> None:
+        """After a failed write: snapshot from memory, retire the dead segment, start anew."""
+        async with entry.io_lock:
+            if entry.needs_rebase is None:
+                return
+            dead = entry.writer
+            entry.writer = None
+            if dead is not None:
+                dead.close()
+            if entry.session is not None:
+                entry.dirty = True
+                await self._checkpoint_locked(entry, retire=dead.path if dead else None)
+            entry.needs_rebase = None
+            self.degraded.pop(entry.session_id, None)
+            log.info("session %s: journal rebased after an error", entry.session_id)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    async def checkpoint(self, entry: Entry) -> bool:
+        async with entry.io_lock:
+            return await self._checkpoint_locked(entry)
+
+    async def _checkpoint_locked(self, entry: Entry, retire: Path | None = None) -> bool:
+        if not entry.dirty or entry.session is None:
+            return False
+        seq = entry.seq
+        # Encoded on the loop: the session cannot change while it is being encoded.
+        data = snapshot.encode(entry.session, seq)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.pool, self._write_checkpoint, entry, seq, data, retire)
+        except DocpilotError as exc:
+            self.degraded[entry.session_id] = f"checkpoint failed: {exc}"
+            log.error("session %s: checkpoint failed: %s", entry.session_id, exc)
+            raise
+        if entry.seq == seq:
+            entry.dirty = False
+        entry.checkpoint_seq = seq
+        if entry.needs_rebase is None:
+            self.degraded.pop(entry.session_id, None)
+        if not is_live(entry.session) and not entry.queue and not entry.dirty:
+            entry.session = None  # stopped and saved: its snapshot is the copy we serve from
+        return True
+
+    def _write_checkpoint(self, entry: Entry, seq: int, data: bytes, retire: Path | None) -> None:
+        """In the I/O pool: snapshot, new segment, retire and trim old segments."""
+        result = self.store.save_encoded(entry.session_id, data)
+        # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
+        self._seq_by_inode[result.identity.ino] = seq
+        if retire is not None:
+            quarantine.move(self.store.ops, self.store.layout.quarantine, retire, "journal segment after a write error")
+        old = entry.writer
+        writer = SegmentWriter(self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1))
+        writer.open()
+        entry.writer = writer
+        if old is not None:
+            old.close()
+        self._trim(entry.session_id, seq)
+
+    def _trim(self, session_id: str, snapshot_seq: int) -> None:
+        """Remove segments no retained copy needs: every record in them is at or below the
+        sequence of the oldest retained backup (and of the snapshot)."""
+        needed = snapshot_seq
+        for backup in backups.for_session(self.store.ops, self.store.layout.backups, session_id):
+            needed = min(needed, self._backup_seq(backup.path))
+        segments = journal.segments_of(self.store.ops, self.store.layout.journal, session_id)
+        removed = False
+        for (first, path), (next_first, _) in zip(segments, segments[1:]):
+            if next_first - 1 <= needed:
+                try:
+                    self.store.ops.unlink(path)
+                    removed = True
+                except OSError:
+                    pass
+        if removed:
+            try:
+                self.store.ops.fsync_dir(self.store.layout.journal)
+            except OSError:
+                pass
+
+    def _backup_seq(self, path: Path) -> int:
+        try:
+            ino = self.store.ops.stat(path).st_ino
+        except OSError:
+            return 0
+        if ino not in self._seq_by_inode:
+            decoded = self.store.read(path)
+            self._seq_by_inode[ino] = decoded.seq if decoded.session is not None else 0
+        return self._seq_by_inode[ino]
+
+    async def checkpoint_dirty(self) -> int:
+        """Autosave: checkpoint every session that changed; returns how many were written."""
+        written = 0
+        for entry in list(self.entries.values()):
+            if entry.dirty and entry.session is not None:
+                try:
+                    if await self.checkpoint(entry):
+                        written += 1
+                except DocpilotError:
+                    continue  # reported in status; the journal still holds every change
+        return written
+
+    async def close(self) -> None:
+        for entry in self.entries.values():
+            if entry.writer is not None:
+                async with entry.io_lock:
+                    if entry.writer is not None:
+                        entry.writer.close()
+                        entry.writer = None
+        self.pool.shutdown(wait=True)
+
+    def find_entries(self, predicate: Callable[[Entry], bool]) -> list[Entry]:
+        return [e for e in self.entries.values() if predicate(e)]
+
+
+def _started_ns(session: Session) -> int:
+    from ..domain import timestamps
+
+    try:
+        return timestamps.parse_ns(session.started_at or session.created_at)
+    except timestamps.TimestampError:
+        return 0

@@ -1,0 +1,241 @@
+"""The write-ahead journal: per-session segments of framed, checksummed change records.
+
+Layout: `journal/{session_id}.{first_seq:016d}.wal`. A new segment starts at every checkpoint
+(snapshot write), so a segment holds the changes between two snapshots. A record is
+
+    magic b"DPJ1" | length u32 | seq u64 | crc32 u32 | payload (msgspec JSON of a Change)
+
+little-endian, the CRC covering length, seq and payload. Sequence numbers of a session increase by
+one per acknowledged change; a snapshot records the last one it contains.
+
+Reading (`read_segments`) never raises on content: it returns the good records in order and
+describes any damage. A bad record with nothing valid after it is a torn tail (an interrupted
+append): it is cut off, after a copy goes to quarantine. A bad record followed by valid ones is
+damage in the middle: reported with the missing sequence window, never silently skipped.
+
+Writing (`SegmentWriter`) appends bytes and fsyncs on request; it is driven from one thread at a
+time (the runtime's group commit). After a failed write or fsync the writer is dead: the kernel may
+have dropped the pages, so the caller starts a new segment from memory instead of retrying.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ..domain.changes import Change
+from .atomic import storage_error
+from .fsops import FileOps
+
+MAGIC = b"DPJ1"
+HEADER = struct.Struct("<4sIQI")
+MAX_RECORD = 256 * 1024 * 1024
+_SEGMENT = re.compile(r"(?P<id>[^.]+)\.(?P<first>\d{16})\.wal\Z")
+
+_change_encoder = msgspec.json.Encoder()
+_change_decoder = msgspec.json.Decoder(Change)
+
+
+def segment_name(session_id: str, first_seq: int) -> str:
+    return f"{session_id}.{first_seq:016d}.wal"
+
+
+def parse_segment_name(name: str) -> tuple[str, int] | None:
+    match = _SEGMENT.match(name)
+    return (match["id"], int(match["first"])) if match else None
+
+
+def frame(seq: int, change: Change) -> bytes:
+    payload = _change_encoder.encode(change)
+    head = struct.pack("<IQ", len(payload), seq)
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return HEADER.pack(MAGIC, len(payload), seq, crc) + payload
+
+
+@dataclass
+class Record:
+    seq: int
+    change: Change
+    segment: Path
+    offset: int
+
+
+@dataclass
+class Damage:
+    segment: Path
+    offset: int
+    size: int
+    torn_tail: bool
+    detail: str
+
+
+@dataclass
+class JournalRead:
+    records: list[Record] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+    segments: list[Path] = field(default_factory=list)
+
+
+def _parse_at(data: bytes, offset: int) -> tuple[int, bytes, int] | str:
+    """(seq, payload, end) of a well-formed record at `offset`, or why it is not one."""
+    if offset + HEADER.size > len(data):
+        return "truncated header"
+    magic, length, seq, crc = HEADER.unpack_from(data, offset)
+    if magic != MAGIC:
+        return "bad magic"
+    if length > MAX_RECORD:
+        return "impossible length"
+    end = offset + HEADER.size + length
+    if end > len(data):
+        return "truncated record"
+    payload = data[offset + HEADER.size : end]
+    if zlib.crc32(payload, zlib.crc32(struct.pack("<IQ", length, seq))) != crc:
+        return "checksum mismatch"
+    return seq, payload, end
+
+
+def _next_valid(data: bytes, start: int) -> int | None:
+    """Offset of the next well-formed record after damage at `start`, if any."""
+    position = data.find(MAGIC, start + 1)
+    while position != -1:
+        if not isinstance(_parse_at(data, position), str):
+            return position
+        position = data.find(MAGIC, position + 1)
+    return None
+
+
+def scan_segment(data: bytes, path: Path) -> tuple[list[Record], list[Damage]]:
+    records: list[Record] = []
+    damage: list[Damage] = []
+    offset = 0
+    while offset < len(data):
+        parsed = _parse_at(data, offset)
+        if isinstance(parsed, str):
+            resume = _next_valid(data, offset)
+            size = (resume if resume is not None else len(data)) - offset
+            damage.append(Damage(path, offset, size, torn_tail=resume is None, detail=parsed))
+            if resume is None:
+                break
+            offset = resume
+            continue
+        seq, payload, end = parsed
+        try:
+            change = _change_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            # The CRC matched, so these bytes are what was written: a record of a newer format.
+            damage.append(Damage(path, offset, end - offset, torn_tail=False, detail=f"undecodable: {exc}"))
+        else:
+            records.append(Record(seq, change, path, offset))
+        offset = end
+    return records, damage
+
+
+def segments_of(ops: FileOps, journal_dir: Path, session_id: str) -> list[tuple[int, Path]]:
+    """(first_seq, path) of a session's segments, in order."""
+    try:
+        names = ops.listdir(journal_dir)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        parsed = parse_segment_name(name)
+        if parsed and parsed[0] == session_id:
+            found.append((parsed[1], journal_dir / name))
+    return sorted(found)
+
+
+def session_ids(ops: FileOps, journal_dir: Path) -> set[str]:
+    try:
+        names = ops.listdir(journal_dir)
+    except FileNotFoundError:
+        return set()
+    return {parsed[0] for name in names if (parsed := parse_segment_name(name))}
+
+
+def read_segments(ops: FileOps, journal_dir: Path, session_id: str) -> JournalRead:
+    result = JournalRead()
+    for _, path in segments_of(ops, journal_dir, session_id):
+        result.segments.append(path)
+        try:
+            data = ops.read_bytes(path)
+        except OSError as exc:
+            result.damage.append(Damage(path, 0, 0, torn_tail=False, detail=f"unreadable: {exc.strerror}"))
+            continue
+        records, damage = scan_segment(data, path)
+        result.records.extend(records)
+        result.damage.extend(damage)
+    return result
+
+
+class SegmentWriter:
+    """Appends framed records to one segment file; dead after any write or fsync error."""
+
+    def __init__(self, ops: FileOps, path: Path) -> None:
+        self.ops = ops
+        self.path = path
+        self._fd: int | None = None
+        self.dead = False
+        self.size = 0
+
+    def open(self, sync_dir: bool = True) -> None:
+        try:
+            self._fd = self.ops.open_append(self.path)
+            self.size = self.ops.stat(self.path).st_size
+            if sync_dir:
+                self.ops.fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.dead = True
+            raise storage_error(exc, f"opening journal {self.path.name}") from exc
+
+    def write(self, data: bytes) -> None:
+        if self.dead or self._fd is None:
+            raise storage_error(OSError(5, "journal segment is closed after an error"), "appending to the journal")
+        try:
+            self.ops.write_all(self._fd, data)
+            self.size += len(data)
+        except OSError as exc:
+            self.dead = True
+            raise storage_error(exc, "appending to the journal") from exc
+
+    def sync(self) -> None:
+        if self.dead or self._fd is None:
+            raise storage_error(OSError(5, "journal segment is closed after an error"), "syncing the journal")
+        try:
+            self.ops.fsync(self._fd)
+        except OSError as exc:
+            self.dead = True  # never fsync the same file again: its failed pages may be gone
+            raise storage_error(exc, "syncing the journal") from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                self.ops.close(fd)
+            except OSError:
+                pass
+
+
+def cut_tail(ops: FileOps, quarantine_dir: Path, damage: Damage) -> Path:
+    """Keep a copy of a torn tail in quarantine, then truncate the segment before it."""
+    from . import quarantine
+
+    data = ops.read_bytes(damage.segment)
+    kept = quarantine.keep_copy(
+        ops, quarantine_dir, damage.segment.name + ".tail", data[damage.offset :], damage.segment,
+        f"torn last record at byte {damage.offset} ({damage.detail})",
+    )
+    try:
+        fd = ops.open_append(damage.segment)
+        try:
+            ops.ftruncate(fd, damage.offset)
+            ops.fsync(fd)
+        finally:
+            ops.close(fd)
+    except OSError as exc:
+        raise storage_error(exc, f"cutting the torn tail of {damage.segment.name}") from exc
+    return kept
