@@ -190,8 +190,9 @@ class SessionStore:
         return snapshot.decode(data, expected_id)
 
     def load(self, session_id: str) -> Session:
-        """The session from its snapshot; raises StorageError if the snapshot is not usable."""
+        """The session (a plain `Session`, as recovery gives) from its snapshot; raises StorageError
+        if the snapshot is not usable."""
         decoded = self.read(self.layout.session_file(session_id), session_id)
         if not decoded.usable or decoded.session is None:
             raise StorageError(f"session {session_id}: {decoded.problem or 'checksum mismatch'}")
-        return decoded.session
+        return snapshot.plain_session(decoded.session)
