@@ -3,12 +3,14 @@
 DocPilot names backups with whole seconds, so two saves in one second overwrote each other; ours add
 nine digits of nanoseconds and are created exclusively, so a name never collides. Generations are
 ordered by the time in their name, never by mtime (which copies and restores change), and
-DocPilot's second-named files sort among ours by the same key.
+DocPilot's second-named files sort among ours by the same key. Only regular files are backups: a
+directory or symlink that merely has a backup's name is junk (never read, rotated or removed).
 """
 
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,14 @@ def parse_name(directory: Path, name: str) -> Backup | None:
     return Backup(ns=ns, session_id=match["id"], path=directory / name)
 
 
+def is_regular_file(ops: FileOps, path: Path) -> bool:
+    """Whether `path` is a regular file itself (not a directory, and not a symlink to anything)."""
+    try:
+        return stat.S_ISREG(ops.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def scan(ops: FileOps, directory: Path) -> tuple[dict[str, list[Backup]], list[str]]:
     """Backups per session id (oldest first) and the names that are not backups at all."""
     by_session: dict[str, list[Backup]] = {}
@@ -51,7 +61,7 @@ def scan(ops: FileOps, directory: Path) -> tuple[dict[str, list[Backup]], list[s
         return {}, []
     for name in names:
         backup = parse_name(directory, name)
-        if backup is None:
+        if backup is None or not is_regular_file(ops, backup.path):
             junk.append(name)
         else:
             by_session.setdefault(backup.session_id, []).append(backup)
@@ -68,4 +78,6 @@ def for_session(ops: FileOps, directory: Path, session_id: str) -> list[Backup]:
     except FileNotFoundError:
         return []
     found = [parse_name(directory, n) for n in names if n.startswith(prefix)]
-    return sorted(b for b in found if b is not None and b.session_id == session_id)
+    return sorted(
+        b for b in found if b is not None and b.session_id == session_id and is_regular_file(ops, b.path)
+    )

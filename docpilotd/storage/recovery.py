@@ -113,7 +113,9 @@ def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], lis
         names = []
     for name in names:
         path = layout.sessions / name
-        if is_temp_name(name):
+        if not backups.is_regular_file(ops, path):
+            other.append(f"ignored: sessions/{name} is not a regular file")
+        elif is_temp_name(name):
             session_id = _temp_owner(name)
             if session_id:
                 temps.setdefault(session_id, []).append(path)
@@ -125,7 +127,7 @@ def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], lis
             other.append(f"ignored: sessions/{name} is not a session file")
     by_session, junk = backups.scan(ops, layout.backups)
     ids.update(by_session)
-    other.extend(f"ignored: backups/{name} is not a backup name" for name in junk)
+    other.extend(f"ignored: backups/{name} is not a backup file" for name in junk)
     ids.update(temps)
     ids.update(journal.session_ids(ops, layout.journal))
     return sorted(ids), temps, loose_temps, other
