@@ -324,28 +324,29 @@ class Engine:
         entry.writer = writer
         if old is not None:
             old.close()
-        self._trim(entry.session_id, seq)
+        try:
+            self._trim(entry.session_id, seq)
+        except (DocpilotError, OSError) as exc:
+            # Harmless: an untrimmed segment only costs space; the next checkpoint trims it.
+            log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
 
     def _trim(self, session_id: str, snapshot_seq: int) -> None:
         """Remove segments no retained copy needs: every record in them is at or below the
-        sequence of the oldest retained backup (and of the snapshot)."""
-        needed = snapshot_seq
-        for backup in backups.for_session(self.store.ops, self.store.layout.backups, session_id):
-            needed = min(needed, self._backup_seq(backup.path))
+        sequence of the oldest retained backup (and of the snapshot). So recovery from the
+        snapshot or from any retained backup always reaches the last acknowledged change."""
+        generations = backups.for_session(self.store.ops, self.store.layout.backups, session_id)
+        # With no backup yet, the snapshot is the only copy: keep the whole journal, so that a
+        # damaged snapshot can still be rebuilt from it.
+        needed = min([snapshot_seq, *(self._backup_seq(b.path) for b in generations)]) if generations else 0
         segments = journal.segments_of(self.store.ops, self.store.layout.journal, session_id)
-        removed = False
-        for (first, path), (next_first, _) in zip(segments, segments[1:]):
+        # Unlinks are not synced: a segment that a crash brings back holds only records at or
+        # below the snapshot's sequence, which replay skips.
+        for (_, path), (next_first, _) in zip(segments, segments[1:]):
             if next_first - 1 <= needed:
                 try:
                     self.store.ops.unlink(path)
-                    removed = True
                 except OSError:
                     pass
-        if removed:
-            try:
-                self.store.ops.fsync_dir(self.store.layout.journal)
-            except OSError:
-                pass
 
     def _backup_seq(self, path: Path) -> int:
         try:

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import storage_error
 from .fsops import FileOps
 
 _NAME = re.compile(r"(?P<id>[^/_]+)_(?P<sec>\d{1,19})(?:\.(?P<frac>\d{9}))?\.json\Z")
@@ -59,6 +60,8 @@ def scan(ops: FileOps, directory: Path) -> tuple[dict[str, list[Backup]], list[s
         names = ops.listdir(directory)
     except FileNotFoundError:
         return {}, []
+    except OSError as exc:
+        raise storage_error(exc, f"listing {directory.name}/") from exc
     for name in names:
         backup = parse_name(directory, name)
         if backup is None or not is_regular_file(ops, backup.path):
@@ -77,6 +80,8 @@ def for_session(ops: FileOps, directory: Path, session_id: str) -> list[Backup]:
         names = ops.listdir(directory)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise storage_error(exc, f"listing {directory.name}/") from exc
     found = [parse_name(directory, n) for n in names if n.startswith(prefix)]
     return sorted(
         b for b in found if b is not None and b.session_id == session_id and is_regular_file(ops, b.path)
