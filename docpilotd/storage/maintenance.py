@@ -17,7 +17,7 @@ import msgspec
 from ..domain import timestamps
 from ..domain.model import Session, is_live
 from ..errors import InvalidSession, StorageError
-from . import backups, snapshot
+from . import backups, journal, snapshot
 from .atomic import storage_error, write_atomic
 from .fsops import OsFileOps
 from .store import SessionStore
@@ -133,11 +133,13 @@ def remove_session_files(store: SessionStore, session_id: str) -> list[str]:
     for backup in backups.for_session(store.ops, store.layout.backups, session_id):
         _unlink(store, backup.path)
         removed.append(f"backups/{backup.name}")
-    for directory, suffixes in ((store.layout.journal, (".journal",)), (store.layout.sessions, (".json",))):
-        for name in _names(store, directory):
-            if name.startswith(session_id) and name.endswith(suffixes):
-                _unlink(store, directory / name)
-                removed.append(f"{directory.name}/{name}")
+    for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id):
+        _unlink(store, segment)
+        removed.append(f"journal/{segment.name}")
+    main = store.layout.session_file(session_id)
+    if store.ops.exists(main):
+        _unlink(store, main)
+        removed.append(f"sessions/{main.name}")
     store.forget(session_id)
     for directory in (store.layout.backups, store.layout.journal, store.layout.sessions):
         _sync(store, directory)
