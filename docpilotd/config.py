@@ -4,7 +4,9 @@ Precedence: command-line flags > `DOCPILOT_*` environment > config file > defaul
 first of `--config`, `$DOCPILOT_CONFIG`, `$DOCPILOT_HOME/docpilotd.toml` (when DOCPILOT_HOME is set,
 so isolated instances share nothing) or `$XDG_CONFIG_HOME/docpilot/docpilotd.toml`; a missing
 default file is fine, a missing named file is an error. An unknown key, a wrong type or a value out
-of range is one `ConfigError` naming the key. `config/docpilotd.toml` documents every key.
+of range is one `ConfigError` naming the key and where it was set: the file is read with TOML's own
+types (`"5"` is not an integer there), environment values are text converted leniently.
+`config/docpilotd.toml` documents every key.
 """
 
 from __future__ import annotations
@@ -90,10 +92,11 @@ def load(explicit_file: str | None = None, overrides: dict[str, Any] | None = No
         value = os.environ.get(variable)
         if value:
             _set(raw, key, _from_text(value))
+            _convert(raw, f"environment variable {variable}")  # each layer is checked as it is added
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(raw, key, value)
-    return _convert(raw, f"configuration (file {path})")
+    return _convert(raw, "command line")
 
 
 def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
@@ -101,15 +104,17 @@ def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
         data = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     if not isinstance(data, dict):  # pragma: no cover - TOML documents are tables
         raise ConfigError(f"{path}: not a TOML table")
-    _convert(data, str(path))  # names the bad key against the file itself
+    _convert(data, str(path), strict=True)  # names the bad key against the file itself
     return data
 
 
-def _convert(raw: dict[str, Any], where: str) -> Config:
+def _convert(raw: dict[str, Any], where: str, strict: bool = False) -> Config:
     try:
-        return msgspec.convert(raw, Config, strict=False)
+        return msgspec.convert(raw, Config, strict=strict)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {_describe(exc)}") from None
 
