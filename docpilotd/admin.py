@@ -3,7 +3,8 @@
     docpilotd run [--detach] [--config FILE] [--home DIR] [...]   serve (foreground by default)
     docpilotd fsck [--repair] [--json] [--home DIR]              check (and repair) the data root
 
-Every DocpilotError becomes one line on stderr and its exit code; no traceback reaches the user.
+Every DocpilotError becomes one line on stderr and its exit code (an OSError that no layer turned
+into one is reported as a StorageError); no traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 
 from . import __version__, config as config_mod
-from .errors import DocpilotError, UsageError
+from .errors import DocpilotError, StorageError, UsageError
 from .paths import layout_for
 
 
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     except DocpilotError as exc:
         print(f"docpilotd: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file-system failure no layer named (a data root that is a file...)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"docpilotd: {exc.strerror or exc}{where}", file=sys.stderr)
+        return StorageError.exit_code
     except KeyboardInterrupt:
         return 130
 
