@@ -113,8 +113,8 @@ class SessionStore:
             if not decoded.usable:
                 reason = decoded.problem or "checksum mismatch"
                 return None, quarantine.move(self.ops, self.layout.quarantine, path, reason)
-        target = self._new_backup_path(session_id)
         try:
+            target = self._new_backup_path(session_id)
             self._link_or_copy(path, target)
             self.ops.fsync_dir(self.layout.backups)
         except OSError as exc:
@@ -122,8 +122,12 @@ class SessionStore:
         return target, None
 
     def _new_backup_path(self, session_id: str) -> Path:
-        # Strictly increasing even if the clock stalls or steps back: names never collide.
-        ns = max(time.time_ns(), self._last_backup_ns + 1)
+        # Strictly increasing even if the clock stalls or steps back, in this run or since an
+        # earlier one (or DocPilot's whole second): names never collide, and the newest content
+        # always has the newest name, which is what rotation and recovery go by.
+        existing = backups.for_session(self.ops, self.layout.backups, session_id)
+        floor = max(self._last_backup_ns, existing[-1].ns if existing else 0)
+        ns = max(time.time_ns(), floor + 1)
         self._last_backup_ns = ns
         return self.layout.backups / backups.backup_name(session_id, ns)
 

@@ -135,6 +135,46 @@ def test_backup_names_stay_unique_when_the_clock_stalls_or_steps_back(
     assert [snapshot.decode(b.path.read_bytes()).seq for b in generations] == list(range(14))
 
 
+def test_new_backups_sort_after_existing_ones_when_the_clock_went_back_since_an_earlier_run(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    session = build_session(clock=clock)
+    first_run = SessionStore(layout, backups_kept=3)
+    for n in range(1, 5):
+        session = grow(session, clock)
+        first_run.save(session, n)
+    # Restarted with the clock an hour behind (an RTC corrected by NTP, a VM restored...).
+    behind = time_ns_before(layout, session.id) - 3600 * 10**9
+    readings = iter(range(behind, behind + 100))
+    monkeypatch.setattr(store_mod.time, "time_ns", lambda: next(readings))
+    second_run = SessionStore(layout, backups_kept=3)
+    for n in range(5, 9):
+        session = grow(session, clock)
+        second_run.save(session, n)
+    generations = backups.for_session(second_run.ops, layout.backups, session.id)
+    # The newest names hold the newest content, and rotation removed the oldest content.
+    assert [snapshot.decode(b.path.read_bytes()).seq for b in generations] == [5, 6, 7]
+
+
+def time_ns_before(layout: Layout, session_id: str) -> int:
+    return backups.for_session(SessionStore(layout).ops, layout.backups, session_id)[-1].ns
+
+
+def test_a_new_backup_sorts_after_a_docpilot_backup_of_the_same_second(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch, example_bytes: bytes
+) -> None:
+    sid = "6513270e-269e-4d37-b2a7-4de452e6b438"
+    (layout.backups / f"{sid}_1754038805.json").write_bytes(example_bytes)
+    layout.session_file(sid).write_bytes(example_bytes)
+    monkeypatch.setattr(store_mod.time, "time_ns", lambda: 1_754_038_805 * 10**9)
+    store = SessionStore(layout)
+    session = grow(msgspec.json.decode(example_bytes, type=Session), Clock(1_754_038_900 * 10**9))
+    result = store.save(session, 1)
+    generations = backups.for_session(store.ops, layout.backups, sid)
+    assert [b.path for b in generations] == [layout.backups / f"{sid}_1754038805.json", result.backup]
+
+
 def test_docpilot_second_names_sort_among_ours_by_time_not_mtime(store: SessionStore, example_bytes: bytes) -> None:
     sid = "6513270e-269e-4d37-b2a7-4de452e6b438"
     d = store.layout.backups
