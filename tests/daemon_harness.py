@@ -337,10 +337,10 @@ def assert_docpilot_format(doc: dict[str, Any]) -> None:
     assert stats["total_annotations"] == len(doc["annotations"])
 
 
-def read_line(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
-    """Read up to and including the first newline; what was read if the peer closes first."""
+def read_lines(sock: socket.socket, count: int, limit: int = 64 * 1024 * 1024) -> list[bytes]:
+    """Read `count` reply lines (each with its newline); fewer if the peer closes first."""
     data = b""
-    while b"\n" not in data and len(data) < limit:
+    while data.count(b"\n") < count and len(data) < limit:
         try:
             chunk = sock.recv(65536)
         except ConnectionResetError:
@@ -348,8 +348,15 @@ def read_line(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
         if not chunk:
             break
         data += chunk
-    line, sep, _ = data.partition(b"\n")
-    return line + sep
+    lines = data.splitlines(keepends=True)[:count]
+    return [line for line in lines if line.endswith(b"\n")] or ([lines[0]] if lines else [])
+
+
+def read_line(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
+    """Read one reply line (with its newline); what was read if the peer closes first, b"" if
+    nothing. Meant for one reply per call: bytes after the first newline are dropped."""
+    found = read_lines(sock, 1, limit)
+    return found[0] if found else b""
 
 
 def short_dir(tmp_path: Path) -> Path:

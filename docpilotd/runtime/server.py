@@ -64,6 +64,8 @@ def parse(line: bytes) -> protocol.Request:
         raise ProtocolError(f"invalid request: {text}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+        raise ProtocolError(f"not valid JSON: a string is not UTF-8 ({exc.reason})") from None
     except RecursionError:
         raise ProtocolError("not valid JSON: nested too deeply") from None
     if request.v != protocol.PROTOCOL_VERSION:
@@ -77,7 +79,7 @@ def request_id_of(line: bytes) -> object:
     """Best effort: the id of a request that failed to decode, so the client can match the error."""
     try:
         raw = msgspec.json.decode(line)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     ident = raw.get("id") if isinstance(raw, dict) else None
     return ident if isinstance(ident, (int, str)) and not isinstance(ident, bool) else None
