@@ -106,6 +106,10 @@ class Daemon:
         return self.home / "run" / "docpilotd.sock"
 
     @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / "docpilotd.pid"
+
+    @property
     def sessions_dir(self) -> Path:
         return self.home / "sessions"
 

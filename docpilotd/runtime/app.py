@@ -3,16 +3,17 @@
 Why this order: promise 3 says no request is served before recovery has finished, and promise 4
 says one owner. So:
 
-    lock  ->  recovery (repair)  ->  engine adopts sessions, checkpoints what replay changed
-          ->  watcher  ->  autosave  ->  bind and serve  ->  READY=1 to systemd
+    lock  ->  pid file (--detach)  ->  recovery (repair)  ->  engine adopts sessions, checkpoints
+          what replay changed  ->  watcher  ->  autosave  ->  bind and serve  ->  READY=1 to systemd
 
-The lock comes first because binding would unlink a running daemon's socket. The socket is bound
+The lock comes first because binding would unlink a running daemon's socket; the pid file is
+written only while holding it, so a refused second daemon never touches the first one's. The socket is bound
 last, so a client that connects early finds no socket (and spools, or is told the daemon is not
 running) instead of a socket that hangs during a long recovery.
 
 Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish, stop autosave and the
 watcher, final checkpoint of every changed session (shielded from cancellation), close the journal,
-release the lock. SIGHUP re-reads the configuration (autosave interval, durability, limits, log
+remove the pid file, release the lock. SIGHUP re-reads the configuration (autosave interval, durability, limits, log
 level); the data root cannot change while running.
 """
 
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
@@ -42,9 +45,10 @@ log = logging.getLogger("docpilotd")
 
 
 class App:
-    def __init__(self, config: Config, config_file: str | None = None) -> None:
+    def __init__(self, config: Config, config_file: str | None = None, pid_file: Path | None = None) -> None:
         self.config = config
         self.config_file = config_file
+        self.pid_file = pid_file
         self.layout: Layout = layout_for(config.home)
         self.lock = DataLock(self.layout.lock)
         self.stopping = asyncio.Event()
@@ -58,6 +62,8 @@ class App:
         self.layout.ensure()
         self.lock.acquire()
         try:
+            if self.pid_file is not None:
+                _write_pid_file(self.pid_file)
             notify.send("STATUS=recovering")
             store = SessionStore(self.layout, backups_kept=self.config.backups_kept)
             loop = asyncio.get_running_loop()
@@ -90,6 +96,11 @@ class App:
             await asyncio.shield(self._shutdown())
             return 0
         finally:
+            if self.pid_file is not None:
+                try:
+                    self.pid_file.unlink()
+                except OSError:
+                    pass
             self.lock.release()
 
     async def _shutdown(self) -> None:
@@ -142,3 +153,16 @@ class App:
                     s.session_id, s.status, s.source, s.replayed, "; " + "; ".join(s.problems) if s.problems else "",
                 )
         log.info("recovery: %d session(s) in %.0f ms", len(report.sessions), report.duration_ms)
+
+
+def _write_pid_file(path: Path) -> None:
+    """Replace the pid file (0600) with our pid; called only while holding the data lock."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)

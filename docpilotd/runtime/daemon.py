@@ -2,6 +2,9 @@
 
 With `--detach`, python-daemon's DaemonContext forks first; the event loop, the threads and the
 log handlers are all created after it, in the child (a forked loop or thread does not survive).
+Before forking, the data lock is tried once in the foreground, so that a refusal (another daemon
+owns the data root) reaches the person who ran the command instead of the detached child's
+/dev/null; the child then takes the lock for good and writes the pid file while holding it.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
-import os
 import sys
 from pathlib import Path
 
 from ..config import Config
+from ..errors import DocpilotError
 from ..paths import layout_for
+from ..storage.lock import DataLock
 from .app import App
 
 
@@ -50,18 +54,18 @@ def _run_detached(config: Config, config_file: str | None) -> int:
 
     layout = layout_for(config.home)
     layout.ensure()
+    probe = DataLock(layout.lock)
+    probe.acquire()  # raises DaemonAlreadyRunning here, in the foreground
+    probe.release()
     if config.log_file is None:
         config.log_file = str(layout.root / "docpilotd.log")
     context = daemon.DaemonContext(
         working_directory=str(layout.root), umask=0o077, detach_process=True,
     )
     with context:
-        layout.pid_file.write_text(f"{os.getpid()}\n")
+        setup_logging(config)
         try:
-            setup_logging(config)
-            return asyncio.run(App(config, config_file).run())
-        finally:
-            try:
-                layout.pid_file.unlink()
-            except OSError:
-                pass
+            return asyncio.run(App(config, config_file, pid_file=layout.pid_file).run())
+        except DocpilotError as exc:  # stderr is /dev/null now: the log is where it can be read
+            logging.getLogger("docpilotd").error("%s", exc.message)
+            raise
