@@ -9,6 +9,7 @@ overwrites an existing session.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import msgspec
 
 from ..domain import timestamps
 from ..domain.model import Session, is_live
-from ..errors import InvalidSession, StorageError
+from ..errors import InvalidSession, StorageError, UsageError
 from . import backups, journal, snapshot
 from .atomic import storage_error, write_atomic
 from .fsops import OsFileOps
@@ -188,7 +189,19 @@ def parse_import(data: bytes, source: str) -> Session:
 
 
 def read_import_file(path: Path) -> bytes:
+    """The bytes of a file to import; only a regular file is read (a FIFO would block the reading
+    thread forever, and a device such as /dev/zero never ends)."""
     try:
-        return path.expanduser().read_bytes()
+        # O_NONBLOCK: opening a FIFO that has no writer must not wait for one.
+        fd = os.open(path.expanduser(), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"cannot import {path}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)

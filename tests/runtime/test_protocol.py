@@ -131,7 +131,8 @@ HOSTILE: dict[str, tuple[bytes, set[str]]] = {
     "no such session": (b'{"op":"stop","session":"00000000-0000-4000-8000-000000000000"}\n', {"no_such_session"}),
     "relative import": (b'{"op":"import","path":"session.json"}\n', {"bad_usage"}),
     "missing import": (b'{"op":"import","path":"/nonexistent/docpilot.json"}\n', {"storage_error"}),
-    "import of a directory": (b'{"op":"import","path":"/"}\n', {"storage_error", "invalid_session"}),
+    "import of a directory": (b'{"op":"import","path":"/"}\n', {"storage_error", "invalid_session", "bad_usage"}),
+    "import of a device": (b'{"op":"import","path":"/dev/zero"}\n', {"bad_usage"}),
 }
 
 
@@ -303,3 +304,13 @@ def test_timeouts_close_idle_and_half_sent_connections(daemons: DaemonFactory) -
         idle_closed = time.monotonic() - started
     assert 0.3 < half_closed < 3.5 and 0.8 < idle_closed < 4.0, (half_closed, idle_closed)
     assert d.call("hello")["pid"] == d.pid
+
+
+def test_import_of_a_fifo_neither_hangs_nor_blocks_shutdown(daemons: DaemonFactory, tmp_path: Path) -> None:
+    d = daemons()
+    fifo = tmp_path / "session.json"
+    os.mkfifo(fifo)  # nobody will ever write to it
+    reply = _reply(d, json.dumps({"op": "import", "path": str(fifo)}).encode() + b"\n")
+    assert reply is not None and reply["error"]["code"] == "bad_usage", reply
+    assert d.call("sessions") == []
+    assert d.terminate(timeout=15) == 0
