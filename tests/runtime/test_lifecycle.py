@@ -272,3 +272,46 @@ def test_docpilot_files_and_second_named_backups_load_and_resume(daemons: Daemon
     assert (restored["commands"], restored["annotations"], restored["restored_from"]) == (2, 0, old_name)
     shown = d.client_json("show", "--session", sid)
     assert shown["commands"] == ref["commands"][:2] and shown["annotations"] == []
+
+
+def test_sigterm_under_load_keeps_every_acknowledged_change(daemons: DaemonFactory) -> None:
+    import signal
+    import threading
+
+    from tests.daemon_harness import read_line
+
+    d = daemons()
+    sids = [d.call("start", description=f"Writer {i}")["id"] for i in range(4)]
+    acked: dict[str, list[str]] = {sid: [] for sid in sids}
+    go = threading.Event()
+
+    def writer(sid: str) -> None:
+        try:
+            with d.connect(timeout=20) as sock:
+                go.wait()
+                for n in range(100_000):
+                    command = f"cmd {n}"
+                    sock.sendall(json.dumps({"op": "record", "session": sid, "command": command}).encode() + b"\n")
+                    line = read_line(sock)
+                    if not line:
+                        return
+                    reply = json.loads(line)
+                    if not reply["ok"]:
+                        return
+                    acked[sid].append(command)
+        except OSError:
+            return
+
+    threads = [threading.Thread(target=writer, args=(sid,)) for sid in sids]
+    for t in threads:
+        t.start()
+    go.set()
+    wait_for(lambda: all(len(v) >= 20 for v in acked.values()), 20, what="some acknowledged records")
+    d.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=30)
+    assert d.terminate() == 0
+    for sid in sids:
+        saved = [c["command"] for c in d.read_session_file(sid)["commands"]]
+        assert saved[: len(acked[sid])] == acked[sid], f"{sid}: an acknowledged record is missing from the final save"
+        assert len(saved) <= len(acked[sid]) + 1, "at most the one unanswered request may have been applied"

@@ -199,3 +199,26 @@ def _stopped_copy(d: Daemon, sid: str) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return doc if doc.get("state") == "Stopped" else None
+
+
+def test_docpilot_file_copied_in_while_running_is_adopted(daemon: Daemon) -> None:
+    from tests.daemon_harness import REFERENCE
+
+    ref_bytes = REFERENCE.read_bytes()
+    sid = json.loads(ref_bytes)["id"]
+    tmp = daemon.sessions_dir / f"{sid}.tmp"  # the way DocPilot itself writes: temp, then rename
+    tmp.write_bytes(ref_bytes)
+    os.replace(tmp, daemon.session_file(sid))
+
+    listed = wait_for(
+        lambda: [s for s in daemon.call("sessions") if s["id"] == sid], REPAIR_TIMEOUT, what="adoption"
+    )
+    assert (listed[0]["state"], listed[0]["commands"], listed[0]["annotations"]) == ("Active", 3, 2)
+    daemon.call("annotate", session=sid, text="noted after adoption")
+    daemon.call("save")
+    doc = daemon.read_session_file(sid)
+    assert_docpilot_format(doc)
+    assert len(doc["annotations"]) == 3
+    kept = [p.read_bytes() for p in daemon.backups_dir.iterdir()]
+    assert ref_bytes in kept, "the copied-in file is kept as a backup generation"
+    assert list(daemon.quarantine_dir.iterdir()) == []
