@@ -6,9 +6,11 @@ mocked. A `Daemon` owns one data root (`DOCPILOT_HOME`) and at most one daemon p
     d = Daemon(home, config_home, env={"DOCPILOT_AUTOSAVE_INTERVAL": "1"})
     d.start()                       # waits until {"op": "hello"} is answered
     d.call("start", description="x")["id"]     # result, or AssertionError with the error
-    d.request("note")               # the whole reply: {"ok": false, "error": {...}}
-    d.raw(b"garbage\\n")            # bytes in, bytes out (b"" when the daemon closed)
+    d.request("stop")               # the whole reply: {"ok": false, "error": {...}}
+    d.raw(b"garbage\\n")            # bytes in, one reply line out (b"" when the daemon closed)
     rc, out, err = d.client("note", "text")    # the real `docpilot` CLI
+    d.client_json("sessions")       # `docpilot sessions --json`, parsed
+    d.tree()                        # every file under the data root, for before/after checks
     d.kill9(); d.start()            # restart on the same data root
     d.terminate()                   # SIGTERM, returns the exit code
 
@@ -36,8 +38,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "tests" / "data" / "docpilot-example-session.json"
-# sun_path is 108 bytes on Linux; leave room for "/run/docpilotd.sock" and the NUL.
-_MAX_HOME = 80
+# sun_path is 108 bytes on Linux (docpilotd allows 103): leave room for "/homeN/run/docpilotd.sock".
+_MAX_HOME = 64
 # Variables of the user's own setup that must not reach a test daemon or client.
 _SCRUBBED = ("DOCPILOT_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "XDG_RUNTIME_DIR")
 
