@@ -171,7 +171,7 @@ def _require(session: Session, state: str, allowed: tuple[str, ...], action: str
 def _event(session: Session, event_id: str, kind: EventType, at: str, details: str | None) -> None:
     session.events.append(SessionEvent(id=event_id, event_type=kind, timestamp=at, details=details))
     # updated_at never moves backwards, even if a hook reports an older command timestamp.
-    if timestamps.parse_ns(at) >= timestamps.parse_ns(session.updated_at):
+    if timestamps.not_before(at, session.updated_at):
         session.updated_at = at
 
 

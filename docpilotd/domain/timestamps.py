@@ -44,8 +44,14 @@ def parse_ns(text: str) -> int:
 def format_ns(ns: int) -> str:
     """The chrono-style UTC form of nanoseconds since the epoch, always with nine digits."""
     seconds, fraction = divmod(ns, 1_000_000_000)
-    year, month, day, hour, minute, second = _gmtime(seconds)
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{fraction:09d}Z"
+    global _last_prefix
+    if _last_prefix[0] != seconds:  # one gmtime per second, not per change
+        year, month, day, hour, minute, second = _gmtime(seconds)
+        _last_prefix = (seconds, f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.")
+    return f"{_last_prefix[1]}{fraction:09d}Z"
+
+
+_last_prefix: tuple[int, str] = (-1, "")
 
 
 def _gmtime(seconds: int) -> tuple[int, int, int, int, int, int]:
@@ -53,6 +59,14 @@ def _gmtime(seconds: int) -> tuple[int, int, int, int, int, int]:
 
     t = time.gmtime(seconds)
     return t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec
+
+
+def not_before(a: str, b: str) -> bool:
+    """a >= b in time. Two timestamps in the canonical form (`format_ns`: UTC, nine digits) order
+    like their text, which spares parsing on every change."""
+    if len(a) == len(b) == 30 and a[-1] == b[-1] == "Z" and a[10] == b[10] == "T":
+        return a >= b
+    return parse_ns(a) >= parse_ns(b)
 
 
 def is_valid(text: str) -> bool:

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import sys
+from collections import deque
 from pathlib import Path
 
 import msgspec
@@ -86,12 +87,14 @@ def request_id_of(line: bytes) -> object:
 
 
 class Server:
+    """Owns the listening socket and every connection; one `_Connection` protocol per client."""
+
     def __init__(self, ctx: handlers.Context, limits: Limits, socket_path: Path) -> None:
         self.ctx = ctx
         self.limits = limits
         self.socket_path = socket_path
         self._server: asyncio.base_events.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self.connections: set[_Connection] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -99,9 +102,8 @@ class Server:
     async def start(self, sock: socket.socket | None = None) -> None:
         if sock is None:
             sock = bind_socket(self.socket_path)
-        self._server = await asyncio.start_unix_server(
-            self._accept, sock=sock, limit=self.limits.max_line_bytes + 1, backlog=512
-        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock, backlog=512)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish, then close every connection."""
@@ -111,75 +113,23 @@ class Server:
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
         except asyncio.TimeoutError:
             log.warning("requests still running after %.0f s; closing anyway", grace)
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        for connection in list(self.connections):
+            connection.close()
         try:
             self.socket_path.unlink()
         except OSError:
             pass
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    async def handle(self, line: bytes) -> bytes:
+        """The reply line for one request line; never raises."""
+        self._in_flight += 1
+        self._idle.clear()
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # pragma: no cover - a bug; keep serving everyone else
-            log.exception("connection failed")
+            return await self._handle(line)
         finally:
-            self._connections.discard(task)
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        uid = peer_uid(sock) if sock is not None else None
-        if uid is None or uid != os.getuid():
-            writer.write(error_reply(None, PermissionDenied("this daemon serves only its owner")))
-            await _drain(writer)
-            return
-        if len(self._connections) > self.limits.max_connections:
-            writer.write(error_reply(None, ProtocolError("busy: too many connections, try again")))
-            await _drain(writer)
-            return
-        while True:
-            line = await self._read_line(reader, writer)
-            if line is None:
-                return
-            if not line.strip():
-                continue
-            self._begin()
-            try:
-                reply = await self._handle(line)
-            finally:
-                self._end()
-            writer.write(reply)
-            await _drain(writer)
-
-    async def _read_line(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
-        try:
-            # Idle wait for the first byte, then the rest of the line within read_timeout.
-            first = await asyncio.wait_for(reader.read(1), timeout=self.limits.idle_timeout)
-            if not first:
-                return None
-            if first == b"\n":
-                return b""
-            rest = await asyncio.wait_for(reader.readuntil(b"\n"), timeout=self.limits.read_timeout)
-            return first + rest
-        except asyncio.TimeoutError:
-            return None
-        except asyncio.IncompleteReadError as exc:
-            # The peer closed after a last line without a newline: serve that line (hooks do this).
-            return (first + exc.partial) if exc.partial else None
-        except asyncio.LimitOverrunError:
-            writer.write(error_reply(None, RequestTooLarge(f"request line longer than {self.limits.max_line_bytes} bytes")))
-            await _drain(writer)
-            return None
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     async def _handle(self, line: bytes) -> bytes:
         if len(line) > self.limits.max_line_bytes:
@@ -201,21 +151,144 @@ class Server:
             log.exception("could not encode the reply")
             return error_reply(request.id, DocpilotError(f"internal error encoding the reply: {exc}"))
 
-    def _begin(self) -> None:
-        self._in_flight += 1
-        self._idle.clear()
 
-    def _end(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
+class _Connection(asyncio.Protocol):
+    """One client. Lines are answered strictly in order, one at a time (a pipelining client gets
+    its replies in order); reading pauses while replies are not being read (bounded memory)."""
 
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.lines: deque[bytes] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.last_activity = self.loop.time()
+        self.partial_since: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.eof = False
+        self.closed = False
+        self.reading_paused = False
 
-async def _drain(writer: asyncio.StreamWriter) -> None:
-    try:
-        await writer.drain()
-    except (ConnectionError, OSError):
-        pass
+    # -- transport events ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        uid = peer_uid(sock) if sock is not None else None
+        if uid is None or uid != os.getuid():
+            self._refuse(PermissionDenied("this daemon serves only its owner"))
+            return
+        if len(self.server.connections) >= self.server.limits.max_connections:
+            self._refuse(ProtocolError("busy: too many connections, try again"))
+            return
+        self.server.connections.add(self)
+        self._arm_timer(min(self.server.limits.idle_timeout, self.server.limits.read_timeout))
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_activity = self.loop.time()
+        self.buffer += data
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) != -1:
+            if end > start:
+                self.lines.append(bytes(self.buffer[start:end]))
+            start = end + 1
+        if start:
+            del self.buffer[:start]
+        limit = self.server.limits.max_line_bytes
+        if len(self.buffer) > limit:
+            # The rest of this line cannot be framed: answer once, then hang up.
+            self.buffer.clear()
+            self.lines.append(b"")  # marker: the worker replies request_too_large and closes
+        self.partial_since = (self.partial_since or self.last_activity) if self.buffer else None
+        self._kick()
+
+    def eof_received(self) -> bool:
+        # A last line without a newline is still a request (`printf ... | nc -U` sends those).
+        if self.buffer.strip():
+            self.lines.append(bytes(self.buffer))
+        self.buffer.clear()
+        self.partial_since = None
+        self.eof = True
+        self._kick()
+        return True  # keep the transport open to write the remaining replies
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- work ------------------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self.lines and self.worker is None:
+            self.worker = self.loop.create_task(self._work())
+        elif self.eof and not self.lines and self.worker is None:
+            self.close()
+
+    async def _work(self) -> None:
+        try:
+            while self.lines and not self.closed:
+                line = self.lines.popleft()
+                if not line:  # the oversize marker
+                    limit = self.server.limits.max_line_bytes
+                    self._write(error_reply(None, RequestTooLarge(f"request line longer than {limit} bytes")))
+                    self.close()
+                    return
+                if not line.strip():
+                    continue
+                self._write(await self.server.handle(line))
+        finally:
+            self.worker = None
+        if self.eof and not self.closed:
+            self.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _refuse(self, error: DocpilotError) -> None:
+        self._write(error_reply(None, error))
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.server.connections.discard(self)
+            self.transport.close()  # flushes what is buffered, then closes
+        if self.timer is not None:
+            self.timer.cancel()
+
+    # -- timeouts: one lazy timer per connection ---------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        self.timer = self.loop.call_later(max(delay, 0.05), self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        if self.closed:
+            return
+        limits = self.server.limits
+        now = self.loop.time()
+        if self.partial_since is not None and now - self.partial_since >= limits.read_timeout:
+            self.close()  # a half-sent line that never finishes
+            return
+        if self.worker is None and not self.lines and now - self.last_activity >= limits.idle_timeout:
+            self.close()
+            return
+        self._arm_timer(min(limits.idle_timeout, limits.read_timeout))
 
 
 def bind_socket(path: Path) -> socket.socket:
