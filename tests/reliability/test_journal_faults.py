@@ -1,0 +1,115 @@
+"""Write and fsync errors on the journal: never `ok` for an unsaved change, a clear error, a fresh
+segment written from memory, degraded status until then, and nothing acknowledged lost.
+
+The engine and handlers run in-process over the real file system, with `FaultyOps` failing the
+chosen call (a real failing disk cannot be had on demand here)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import pytest
+
+from docpilotd import protocol as p
+from docpilotd.config import Config
+from docpilotd.errors import DiskFull, StorageError
+from docpilotd.paths import Layout
+from docpilotd.runtime.engine import Engine
+from docpilotd.runtime.handlers import Context, annotate, start, status
+from docpilotd.storage.recovery import recover_all
+from docpilotd.storage.store import SessionStore
+
+from ..storage.faults import FaultyOps
+
+
+def _texts(layout: Layout) -> dict[str, list[str]]:
+    """What a fresh daemon would recover from disk: annotation texts per session."""
+    _, recovered = recover_all(SessionStore(layout), repair=False)
+    return {sid: [a.text for a in r.session.annotations] for sid, r in recovered.items()}
+
+
+async def _setup(layout: Layout) -> tuple[Engine, Context, FaultyOps, str]:
+    ops = FaultyOps()
+    engine = Engine(Config(durability="always"), SessionStore(layout, ops))
+    ctx = Context(engine, None, 0)
+    sid = (await start(p.Start(description="faults", cwd="/w", shell="bash"), ctx))["id"]
+    await annotate(p.Annotate(session=sid, text="before"), ctx)
+    return engine, ctx, ops, sid
+
+
+@pytest.mark.parametrize("method", ["write", "fsync"])
+def test_failed_journal_io_is_refused_then_rebased(layout: Layout, method: str) -> None:
+    async def scenario() -> str:
+        engine, ctx, ops, sid = await _setup(layout)
+        ops.arm(method, at=1, error=errno.EIO)
+        with pytest.raises(StorageError) as refused:
+            await annotate(p.Annotate(session=sid, text="refused"), ctx)
+        assert refused.value.code == "storage_error" and "not saved" in refused.value.message
+        degraded = (await status(p.Status(session=sid), ctx))["daemon"]["degraded"]
+        assert sid in degraded and "journal" in degraded[sid]
+        ops.disarm()
+        await annotate(p.Annotate(session=sid, text="after"), ctx)
+        assert (await status(p.Status(session=sid), ctx))["daemon"]["degraded"] == {}
+        # The dead segment went to quarantine: the refused record can never be replayed.
+        assert any(q.name.endswith(".wal") for q in layout.quarantine.iterdir())
+        assert [a.text for a in engine.entries[sid].session.annotations] == ["before", "after"]  # type: ignore[union-attr]
+        await engine.close()
+        return sid
+
+    sid = asyncio.run(scenario())
+    assert _texts(layout)[sid] == ["before", "after"]
+
+
+def test_full_disk_refuses_changes_and_recovers_when_space_returns(layout: Layout) -> None:
+    async def scenario() -> str:
+        engine, ctx, ops, sid = await _setup(layout)
+        ops.arm("write", at=1, error=errno.ENOSPC, persistent=True)
+        for attempt in range(3):
+            with pytest.raises(DiskFull) as refused:
+                await annotate(p.Annotate(session=sid, text=f"while full {attempt}"), ctx)
+            assert refused.value.code == "disk_full"
+        assert sid in (await status(p.Status(), ctx))["daemon"]["degraded"]
+        ops.disarm()  # space returns
+        await annotate(p.Annotate(session=sid, text="space is back"), ctx)
+        await engine.checkpoint_dirty()
+        await annotate(p.Annotate(session=sid, text="after checkpoint"), ctx)
+        await engine.close()
+        return sid
+
+    sid = asyncio.run(scenario())
+    assert _texts(layout)[sid] == ["before", "space is back", "after checkpoint"]
+
+
+def test_short_write_then_failure_is_not_acknowledged(layout: Layout) -> None:
+    async def scenario() -> str:
+        engine, ctx, ops, sid = await _setup(layout)
+        ops.arm("write", at=1, short=True, error=errno.EIO, persistent=True)
+        with pytest.raises(StorageError):
+            await annotate(p.Annotate(session=sid, text="torn"), ctx)
+        ops.disarm()
+        await annotate(p.Annotate(session=sid, text="whole"), ctx)
+        await engine.close()
+        return sid
+
+    sid = asyncio.run(scenario())
+    assert _texts(layout)[sid] == ["before", "whole"]
+
+
+def test_concurrent_changes_in_a_failed_batch_are_all_refused(layout: Layout) -> None:
+    async def scenario() -> tuple[str, list[object]]:
+        engine, ctx, ops, sid = await _setup(layout)
+        ops.arm("fsync", at=1, error=errno.EIO)
+        results = await asyncio.gather(
+            *(annotate(p.Annotate(session=sid, text=f"batch {i}"), ctx) for i in range(5)), return_exceptions=True
+        )
+        ops.disarm()
+        await annotate(p.Annotate(session=sid, text="after"), ctx)
+        await engine.close()
+        return sid, results
+
+    sid, results = asyncio.run(scenario())
+    acknowledged = [f"batch {i}" for i, r in enumerate(results) if not isinstance(r, BaseException)]
+    assert any(isinstance(r, StorageError) for r in results)
+    # Whatever was acknowledged is on disk; whatever was refused is not.
+    assert _texts(layout)[sid] == ["before", *acknowledged, "after"]
