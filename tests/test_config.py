@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -14,8 +15,11 @@ from docpilotd.errors import ConfigError
 DOCUMENTED = Path(__file__).resolve().parent.parent / "config" / "docpilotd.toml"
 
 
+WriteConfig = Callable[[str | bytes], Path]
+
+
 @pytest.fixture
-def cfg_file(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def cfg_file(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteConfig:
     """`write(text)` puts a config file in place and points DOCPILOT_CONFIG at it."""
     path = tmp_path / "my.toml"
 
@@ -54,7 +58,7 @@ def test_commented_defaults_in_the_documented_file_match_too() -> None:
     assert config.Config().data_dir is None and config.Config().log_file is None
 
 
-def test_file_overrides_defaults(cfg_file) -> None:  # type: ignore[no-untyped-def]
+def test_file_overrides_defaults(cfg_file: WriteConfig) -> None:
     cfg_file('backups_kept = 3\ndurability = "batch"\n[limits]\nmax_connections = 7\n')
     cfg = config.load()
     assert (cfg.backups_kept, cfg.durability, cfg.limits.max_connections) == (3, "batch", 7)
@@ -62,7 +66,7 @@ def test_file_overrides_defaults(cfg_file) -> None:  # type: ignore[no-untyped-d
     assert cfg.autosave_interval == 30.0
 
 
-def test_environment_overrides_the_file(cfg_file, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_environment_overrides_the_file(cfg_file: WriteConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg_file('backups_kept = 3\nautosave_interval = 12.5\n[limits]\nmax_line_bytes = 4096\n')
     monkeypatch.setenv("DOCPILOT_BACKUPS_KEPT", "8")
     monkeypatch.setenv("DOCPILOT_MAX_LINE_BYTES", "2048")
@@ -72,7 +76,9 @@ def test_environment_overrides_the_file(cfg_file, monkeypatch: pytest.MonkeyPatc
     assert cfg.autosave_interval == 12.5  # not in the environment: the file's value
 
 
-def test_flags_override_the_environment(cfg_file, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_flags_override_the_environment(
+    cfg_file: WriteConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg_file("backups_kept = 3\nautosave_interval = 12.5\n")
     monkeypatch.setenv("DOCPILOT_BACKUPS_KEPT", "8")
     monkeypatch.setenv("DOCPILOT_LOG_LEVEL", "debug")
@@ -111,7 +117,7 @@ def test_data_dir_comes_from_docpilot_home(home: Path) -> None:
         ("[limits]\nread_timeout = 100000.0\n", "limits.read_timeout", "<= 86400"),
     ],
 )
-def test_an_invalid_file_is_one_error_naming_the_key(cfg_file, text: str, key: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_an_invalid_file_is_one_error_naming_the_key(cfg_file: WriteConfig, text: str, key: str, fragment: str) -> None:
     path = cfg_file(text)
     with pytest.raises(ConfigError) as info:
         config.load()
@@ -153,7 +159,7 @@ def test_an_invalid_flag_value_is_named(home: Path) -> None:
         (b'log_file = "\xff"\n', "not UTF-8"),
     ],
 )
-def test_a_file_that_is_not_toml(cfg_file, content: str | bytes, fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_that_is_not_toml(cfg_file: WriteConfig, content: str | bytes, fragment: str) -> None:
     path = cfg_file(content)
     with pytest.raises(ConfigError, match=fragment) as info:
         config.load()
@@ -196,7 +202,9 @@ def test_the_file_in_docpilot_home_is_read(home: Path) -> None:
     assert config.load().backups_kept == 11
 
 
-def test_a_user_config_never_leaks_into_an_isolated_home(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_user_config_never_leaks_into_an_isolated_home(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     xdg = tmp_path / "xdg"
     (xdg / "docpilot").mkdir(parents=True)
     (xdg / "docpilot" / "docpilotd.toml").write_text("backups_kept = 99\n")

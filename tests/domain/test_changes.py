@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -151,7 +152,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("state", "make_change", "action"), REFUSED)
-def test_refused_transition_raises_and_leaves_the_session_unchanged(state, make_change, action) -> None:  # type: ignore[no-untyped-def]
+def test_refused_transition_raises_and_leaves_the_session_unchanged(
+    state: str, make_change: Callable[[Clock], changes.Change], action: str
+) -> None:
     clock = Clock()
     session = in_state(state, clock)
     before = msgspec.json.encode(session)

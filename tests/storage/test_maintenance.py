@@ -100,10 +100,11 @@ def test_cleanup_removes_old_stopped_sessions_and_never_live_ones(store: Session
     store.save(fresh_stopped, 9)
     segment = layout.journal / journal.segment_name(old_stopped.id, 10)
     segment.write_bytes(b"records")
-    live_before = {
-        s.id: (tree_bytes(layout.sessions).get(f"{s.id}.json"), [b.name for b in backups.for_session(store.ops, layout.backups, s.id)])
-        for s in (old_active, old_paused)
-    }
+    def files_of(s: Session) -> tuple[bytes | None, list[str]]:
+        generations = backups.for_session(store.ops, layout.backups, s.id)
+        return tree_bytes(layout.sessions).get(f"{s.id}.json"), [b.name for b in generations]
+
+    live_before = {s.id: files_of(s) for s in (old_active, old_paused)}
     everyone = [old_stopped, old_active, old_paused, old_failed, fresh_stopped]
 
     result = maintenance.cleanup(store, everyone, max_age_days=30, now_ns=now)
@@ -115,10 +116,7 @@ def test_cleanup_removes_old_stopped_sessions_and_never_live_ones(store: Session
     assert not segment.exists()
     # Live sessions: untouched, however old.
     for s in (old_active, old_paused):
-        assert live_before[s.id] == (
-            tree_bytes(layout.sessions).get(f"{s.id}.json"),
-            [b.name for b in backups.for_session(store.ops, layout.backups, s.id)],
-        )
+        assert live_before[s.id] == files_of(s)
         assert store.load(s.id) == s
     # A recently stopped session stays, with its backups (all newer than the cutoff).
     assert store.load(fresh_stopped.id) == fresh_stopped

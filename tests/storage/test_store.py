@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -186,14 +187,23 @@ def test_docpilot_second_names_sort_among_ours_by_time_not_mtime(store: SessionS
         os.utime(d / name, ns=(age * 10**9, age * 10**9))  # mtimes in a different order
     order = [b.name for b in backups.for_session(store.ops, d, sid)]
     assert order == [f"{sid}_999.json", f"{sid}_1722503702.json", ours_before, f"{sid}_1754038805.json", ours_after]
-    assert backups.parse_name(d, f"{sid}_1722503702.json") == backups.Backup(1_722_503_702 * 10**9, sid, d / f"{sid}_1722503702.json")
+    legacy = f"{sid}_1722503702.json"
+    assert backups.parse_name(d, legacy) == backups.Backup(1_722_503_702 * 10**9, sid, d / legacy)
     # DocPilot's files still read.
     assert store.read(d / f"{sid}_1722503702.json", sid).usable
 
 
 @pytest.mark.parametrize(
     "name",
-    ["notes.txt", "x.json", "_1722503702.json", "a_b_1722503702.json", "id_17225.03702.json", "id_1722503702.123.json", "id_1722503702.json.bak"],
+    [
+        "notes.txt",
+        "x.json",
+        "_1722503702.json",
+        "a_b_1722503702.json",
+        "id_17225.03702.json",
+        "id_1722503702.123.json",
+        "id_1722503702.json.bak",
+    ],
 )
 def test_names_that_are_not_backups(store: SessionStore, name: str) -> None:
     assert backups.parse_name(store.layout.backups, name) is None
@@ -243,7 +253,9 @@ def test_hard_linked_duplicates_count_as_one_generation(store: SessionStore) -> 
     ],
     ids=["truncated", "nul", "empty", "bit-rot", "other-session"],
 )
-def test_an_untrusted_main_file_is_quarantined_not_backed_up(store: SessionStore, damage, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_an_untrusted_main_file_is_quarantined_not_backed_up(
+    store: SessionStore, damage: Callable[[bytes, bytes], bytes], reason: str
+) -> None:
     clock = Clock()
     session = build_session(clock=clock)
     store.save(session, 1)
