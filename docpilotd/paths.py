@@ -58,6 +58,11 @@ class Layout:
         return self.root / "spool"
 
     @property
+    def active_markers(self) -> Path:
+        """Empty files naming the sessions that capture commands (read by shell hooks)."""
+        return self.spool / "active"
+
+    @property
     def socket(self) -> Path:
         return self.run_dir / SOCKET_NAME
 
@@ -73,7 +78,7 @@ class Layout:
         return self.sessions / f"{session_id}.json"
 
     def data_dirs(self) -> tuple[Path, ...]:
-        return (self.root, self.sessions, self.backups, self.journal, self.quarantine, self.spool)
+        return (self.root, self.sessions, self.backups, self.journal, self.quarantine, self.spool, self.active_markers)
 
     def ensure(self) -> None:
         """Create every directory 0700 (and tighten an existing one we own)."""

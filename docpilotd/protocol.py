@@ -74,9 +74,11 @@ class Record(_SessionRequest, tag="record"):
     shell: ShortText = ""
     duration_ms: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
     started_at: ShortText | None = None  # RFC 3339; the daemon's clock when absent
+    started_us: Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None = None  # epoch microseconds (hooks)
     output: Text | None = None
     # A spooled record carries the id the hook gave it, so a replayed spool never duplicates.
     capture_id: ShortText | None = None
+    pipestatus: list[Int32] | None = None
 
 
 class Status(_SessionRequest, tag="status"):

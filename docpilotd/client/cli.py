@@ -41,6 +41,9 @@ VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "stats": ((), "storage statistics"),
     "export": ((), "a session as DocPilot JSON (re-importable)"),
     "import": ((), "import a session from an exported or DocPilot JSON file"),
+    "init": ((), "print the shell hook: eval \"$(docpilot init bash)\" in ~/.bashrc (zsh, fish too)"),
+    "join": ((), "join this shell to a session (hooked shells; else eval \"$(docpilot join ID --shell bash)\")"),
+    "leave": ((), "stop sending this shell's commands to a joined session"),
 }
 SESSION_VERBS = {
     "stop", "pause", "resume", "annotate", "annotations", "note", "explain", "warn", "milestone",
@@ -92,6 +95,12 @@ def _add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--output", "-o", help="file to write (default: standard output)")
     elif verb == "import":
         p.add_argument("file")
+    elif verb == "init":
+        p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    elif verb in ("join", "leave"):
+        if verb == "join":
+            p.add_argument("id", nargs="?", help="session id (default: the latest live session)")
+        p.add_argument("--shell", choices=["bash", "zsh", "fish"], default="bash", help="print code for this shell")
 
 
 def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -132,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb is None:
             build_parser().print_help()
             return 2
+        if args.verb in ("init", "join", "leave"):
+            from . import hooks
+
+            return hooks.run(args)
         op, fields = request_for(args)
         with Connection() as conn:
             result = conn.request(op, **fields)

@@ -51,8 +51,11 @@ class CommandEntry(msgspec.Struct, omit_defaults=True):
     shell: str
     output: str | None
     error: str | None
-    # docpilotd's addition (DocPilot ignores unknown fields); absent unless a hook measured it.
+    # docpilotd's additions (DocPilot ignores unknown fields); absent unless a hook sent them.
     duration_ms: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
+    # "{shell instance}:{counter}": lets a spooled command be ingested exactly once.
+    capture_id: str | None = None
+    pipestatus: list[int] | None = None
 
 
 class Annotation(msgspec.Struct):

@@ -34,8 +34,9 @@ from ..paths import Layout, layout_for
 from ..storage.lock import DataLock
 from ..storage.recovery import recover_all
 from ..storage.store import SessionStore
-from . import notify
+from . import activation, notify
 from .autosave import Autosave
+from .capture import Markers, Spool
 from .engine import Engine
 from .handlers import Context
 from .server import Server
@@ -56,12 +57,15 @@ class App:
         self.server: Server | None = None
         self.watcher: Watcher | None = None
         self.autosave: Autosave | None = None
+        self.spool: Spool | None = None
 
     async def run(self) -> int:
         started = time.time_ns()
         self.layout.ensure()
         self.lock.acquire()
         try:
+            # A socket passed by a service manager is taken over now and served only after recovery.
+            inherited = activation.adopt_listening_socket(self.layout.socket)
             if self.pid_file is not None:
                 _write_pid_file(self.pid_file)
             notify.send("STATUS=recovering")
@@ -74,13 +78,23 @@ class App:
             engine.adopt(recovered)
             changed = {s.session_id for s in report.sessions if s.replayed or s.status == "repaired"}
             await engine.settle_after_recovery(changed)
-            self.watcher = Watcher(engine, self.config.rescan_interval)
+            ctx = Context(engine, report, started)
+            # Commands shells spooled while the daemon was down are part of recovery: ingested
+            # before the socket serves anyone.
+            markers = Markers(self.layout)
+            engine.on_state_change = lambda: markers.sync(engine)
+            markers.sync(engine)
+            self.spool = Spool(engine, ctx)
+            spooled = await self.spool.ingest()
+            if spooled:
+                log.info("recovery: %d command(s) ingested from the shell spool", spooled)
+            self.watcher = Watcher(engine, self.config.rescan_interval, self.spool)
             self.watcher.start()
             self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
             self.autosave.start()
-            ctx = Context(engine, report, started)
-            self.server = Server(ctx, self.config.limits, self.layout.socket)
-            await self.server.start()
+            # An inherited socket's path belongs to the service manager: the server must not unlink it.
+            self.server = Server(ctx, self.config.limits, self.layout.socket if inherited is None else activation.NO_PATH)
+            await self.server.start(sock=inherited)
             self._install_signals()
             log.info(
                 "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",
@@ -111,6 +125,11 @@ class App:
             self.autosave.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.spool is not None:
+            try:
+                await self.spool.ingest()  # what shells sent until now is kept before the final save
+            except Exception:  # pragma: no cover - a bug; it must not stop the final save
+                log.exception("final spool ingestion failed")
         if self.engine is not None:
             try:
                 written = await self.engine.checkpoint_dirty()

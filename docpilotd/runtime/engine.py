@@ -65,6 +65,8 @@ class Entry:
     flushing: bool = False
     needs_rebase: str | None = None
     io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    capture_marks: dict[str, int] | None = None  # see runtime.capture_ids
+    last_command_at: str | None = None  # timestamp given to the latest recorded command
 
     def __post_init__(self) -> None:
         self.next_seq = self.seq + 1
@@ -98,6 +100,8 @@ class Engine:
         self._seq_by_inode: dict[int, int] = {}
         self._sync_task: asyncio.Task[None] | None = None
         self._unsynced: set[str] = set()
+        # Called after a change that may alter which sessions capture commands (capture markers).
+        self.on_state_change: Callable[[], None] | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -188,12 +192,15 @@ class Engine:
             entry.session = changes.create(change)
         elif isinstance(change, changes.Replace):
             entry.session = change.session
+            entry.capture_marks = None  # rebuilt from the replacement's commands when needed
         else:
             assert entry.session is not None
             entry.session = changes.apply(entry.session, change)
         entry.seq = seq
         entry.dirty = True
         entry.summary = summarize(entry.session)
+        if not isinstance(change, (changes.RecordCommand, changes.Annotate)) and self.on_state_change is not None:
+            self.on_state_change()
 
     async def _flush(self, entry: Entry) -> None:
         loop = asyncio.get_running_loop()

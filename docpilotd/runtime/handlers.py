@@ -25,6 +25,7 @@ from ..domain import changes, timestamps
 from ..domain.model import Annotation, CommandEntry, SessionMetadata
 from ..errors import BackupNotFound, InvalidSession, SessionExists, UnknownOperation, UsageError
 from ..storage import backups, maintenance, snapshot
+from .capture_ids import capture_marks, split_capture_id
 from .engine import Engine, Entry, summarize
 
 Handler = Callable[[Any, "Context"], Awaitable[Any]]
@@ -112,17 +113,33 @@ async def annotate(req: p.Annotate, ctx: Context) -> dict[str, Any]:
 
 async def record(req: p.Record, ctx: Context) -> dict[str, Any]:
     entry = ctx.engine.resolve(req.session)
+    capture = split_capture_id(req.capture_id) if req.capture_id else None
+    if capture is not None:
+        marks = capture_marks(entry, await ctx.engine.full_session(entry))
+        if capture[1] <= marks.get(capture[0], -1):
+            return {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary["commands"], "duplicate": True}
     at = _now()
-    if req.started_at is not None:
+    if req.started_us is not None:
+        at = timestamps.format_ns(req.started_us * 1000)
+    elif req.started_at is not None:
         try:
             at = timestamps.format_ns(timestamps.parse_ns(req.started_at))
         except timestamps.TimestampError as exc:
             raise UsageError(f"started_at: {exc}") from None
+    elif req.duration_ms is not None:  # fish knows the duration but has no clock builtin
+        at = timestamps.format_ns(time.time_ns() - req.duration_ms * 1_000_000)
+        # Estimated, so never before the previous command: the order of a burst is kept.
+        if entry.last_command_at and not timestamps.not_before(at, entry.last_command_at):
+            at = entry.last_command_at
     command = CommandEntry(
         command=req.command, timestamp=at, exit_code=req.exit_code, working_directory=req.cwd,
         shell=req.shell, output=req.output, error=None, duration_ms=req.duration_ms,
+        capture_id=req.capture_id, pipestatus=req.pipestatus,
     )
+    entry.last_command_at = at
     await ctx.engine.commit(entry, changes.RecordCommand(entry=command, event_id=_new_id()))
+    if capture is not None and entry.capture_marks is not None:
+        entry.capture_marks[capture[0]] = max(capture[1], entry.capture_marks.get(capture[0], -1))
     return {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary["commands"]}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -32,8 +33,12 @@ from ..storage.recovery import recover_session
 from ..storage.store import Identity
 from .engine import Engine, Entry, summarize
 
+if TYPE_CHECKING:
+    from .capture import Spool
+
 log = logging.getLogger("docpilotd.watcher")
 DEBOUNCE_S = 0.2
+SPOOL_DEBOUNCE_S = 0.02
 
 
 class _Handler(FileSystemEventHandler):
@@ -47,10 +52,26 @@ class _Handler(FileSystemEventHandler):
                 self.watcher.notify_threadsafe(Path(path).name[: -len(".json")])
 
 
+class _SpoolHandler(FileSystemEventHandler):
+    """A shell appended to its spool file: ingest soon (appends of a burst are coalesced)."""
+
+    def __init__(self, watcher: "Watcher") -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        raw = event.src_path
+        path = raw.decode() if isinstance(raw, bytes) else raw
+        if path.endswith(".jsonl"):
+            self.watcher.spool_threadsafe()
+
+
 class Watcher:
-    def __init__(self, engine: Engine, rescan_interval: float) -> None:
+    def __init__(self, engine: Engine, rescan_interval: float, spool: "Spool | None" = None) -> None:
         self.engine = engine
         self.rescan_interval = rescan_interval
+        self.spool = spool
+        self._spool_timer: asyncio.TimerHandle | None = None
+        self._spool_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._pending: set[str] = set()
@@ -63,6 +84,8 @@ class Watcher:
         self.baseline()
         observer = Observer()
         observer.schedule(_Handler(self), str(self.engine.store.layout.sessions), recursive=False)
+        if self.spool is not None:
+            observer.schedule(_SpoolHandler(self), str(self.engine.store.layout.spool), recursive=False)
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -86,8 +109,36 @@ class Watcher:
             self._rescan_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        if self._spool_timer is not None:
+            self._spool_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
+
+    def spool_threadsafe(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spool_soon)
+
+    def _spool_soon(self, delay: float = SPOOL_DEBOUNCE_S) -> None:
+        if self._spool_timer is None and self._loop is not None:
+            self._spool_timer = self._loop.call_later(delay, self._spool_now)
+
+    def _spool_now(self) -> None:
+        self._spool_timer = None
+        if self.spool is None or self._loop is None:
+            return
+        if self._spool_task is not None and not self._spool_task.done():
+            self._spool_soon()  # one ingest at a time; look again right after it
+            return
+        self._spool_task = self._loop.create_task(self._ingest())
+
+    async def _ingest(self) -> None:
+        assert self.spool is not None
+        try:
+            await self.spool.ingest()
+        except Exception:  # pragma: no cover - a bug; capture must keep working
+            log.exception("spool ingestion failed")
+        if self.spool.has_claims:
+            self._spool_soon(1.0)  # finish claimed files after their grace period
 
     def notify_threadsafe(self, session_id: str) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -121,6 +172,8 @@ class Watcher:
             await self.rescan()
 
     async def rescan(self) -> None:
+        if self.spool is not None:
+            self._spool_soon()  # in case an inotify event was dropped
         store = self.engine.store
         ids = {sid for sid in self.engine.entries if not store.is_own_file(sid)}
         try:

@@ -1,0 +1,195 @@
+"""Shell capture, daemon side: the markers hooks read, and the spool hooks write.
+
+Why a spool and not the socket: the prompt must never wait for the daemon, and a shell builtin
+that appends one line to a file costs tens of microseconds, never blocks on a hung daemon, and
+needs no fork. So every hooked shell appends each command, as one JSON `record` request, to its
+own file `spool/{instance}.jsonl` (0600, in the 0700 data root); the daemon ingests it within
+milliseconds when it runs, and at start-up (before serving) when it was down.
+
+Markers: `spool/active/{session id}` exists while that session is Active, and
+`spool/active/current` while the most recently started live session is Active. A hook sends
+nothing at all unless its marker exists, so a paused or stopped session costs the shell one
+`stat`. Markers live under the data root, so they survive a reboot while the daemon is down.
+
+Exactly once: a record carries `capture_id` = "{instance}:{counter}"; the counter increases per
+command within one shell instance, and each instance writes to one file in order. The daemon keeps,
+per session, the highest counter ingested per instance (rebuilt from the session's own commands
+after a restart, since the id is stored with each command), and skips anything at or below it.
+A spool file is claimed by renaming it (the shell's next append creates a new file); it is deleted
+only after a grace period and a final re-read, so an append racing the rename is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import msgspec
+
+from .. import protocol as p
+from ..domain.model import Session
+from ..errors import DocpilotError
+from ..paths import Layout
+from . import handlers
+from .engine import Engine
+
+log = logging.getLogger("docpilotd.capture")
+
+CURRENT = "current"
+CLAIM_GRACE_S = 2.0
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+_record_decoder = msgspec.json.Decoder(p.Record)
+
+
+class Markers:
+    """Keeps `spool/active/` in step with the sessions' states."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.directory = layout.active_markers
+
+    def sync(self, engine: Engine) -> None:
+        wanted = {e.session_id for e in engine.entries.values() if e.pending_state == "Active"}
+        try:
+            current = engine.resolve(None)
+        except DocpilotError:
+            current = None
+        if current is not None and current.pending_state == "Active":
+            wanted.add(CURRENT)
+        try:
+            present = set(os.listdir(self.directory))
+        except FileNotFoundError:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            present = set()
+        for name in present - wanted:
+            try:
+                os.unlink(self.directory / name)
+            except OSError:
+                pass
+        for name in wanted - present:
+            try:
+                os.close(os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            except OSError as exc:
+                log.warning("cannot write capture marker %s: %s", name, exc.strerror)
+
+
+def parse_line(line: bytes) -> p.Record | None:
+    """A spooled record; tolerant of what shells write (raw control characters, invalid UTF-8)."""
+    try:
+        return _record_decoder.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        pass
+    repaired = _CONTROL.sub(lambda m: b"\\u%04x" % m.group()[0], line)
+    repaired = repaired.decode("utf-8", "replace").encode("utf-8")
+    try:
+        return _record_decoder.decode(repaired)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
+class Spool:
+    """Ingests spool files: at start-up before serving, then whenever the watcher sees a change."""
+
+    def __init__(self, engine: Engine, ctx: handlers.Context) -> None:
+        self.engine = engine
+        self.ctx = ctx
+        self.directory = engine.store.layout.spool
+        self._lock = asyncio.Lock()
+        self._claimed: dict[Path, tuple[int, float]] = {}  # claimed file -> (bytes ingested, claimed at)
+        self.ingested = 0
+        self.skipped = 0
+
+    async def ingest(self) -> int:
+        """Claim and ingest every spool file; returns how many commands were recorded."""
+        async with self._lock:
+            before = self.ingested
+            for path in self._scan():
+                await self._ingest_file(path)
+            await self._finish_claims()
+            return self.ingested - before
+
+    def _scan(self) -> list[Path]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        found: list[Path] = []
+        for name in names:
+            path = self.directory / name
+            if name.endswith(".jsonl"):
+                claimed = path.with_name(f"{name}.{time.time_ns()}.claimed")
+                try:
+                    os.rename(path, claimed)
+                except OSError:
+                    continue
+                self._claimed[claimed] = (0, time.monotonic())
+                found.append(claimed)
+            elif name.endswith(".claimed") and path not in self._claimed:
+                self._claimed[path] = (0, time.monotonic())  # left by an earlier run: ingest again
+                found.append(path)
+        return found
+
+    async def _ingest_file(self, path: Path) -> None:
+        offset, claimed_at = self._claimed.get(path, (0, time.monotonic()))
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # a line without its newline yet is left for the re-read
+        lines = data[:end].split(b"\n")
+        self._claimed[path] = (offset + end, claimed_at)
+        pending = []
+        for line in lines:
+            if not line.strip():
+                continue
+            record = parse_line(line)
+            if record is None:
+                self.skipped += 1
+                log.warning("spool %s: skipped a line that is not a record", path.name)
+                continue
+            pending.append(self._record(record))
+        # Started together: the engine numbers them in this order and they share fsyncs.
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, DocpilotError):
+                raise outcome
+
+    async def _record(self, record: p.Record) -> None:
+        try:
+            result = await handlers.record(record, self.ctx)
+        except DocpilotError as exc:
+            self.skipped += 1  # no such session, or paused or stopped meanwhile: not recorded
+            log.debug("spooled command not recorded: %s", exc)
+            return
+        if result.get("duplicate"):
+            self.skipped += 1  # already ingested (a claimed file read again after a restart)
+        else:
+            self.ingested += 1
+
+    async def _finish_claims(self) -> None:
+        """Re-read claimed files once their grace period is over, then delete them."""
+        now = time.monotonic()
+        for path, (offset, claimed_at) in list(self._claimed.items()):
+            if now - claimed_at < CLAIM_GRACE_S:
+                continue
+            await self._ingest_file(path)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                self._claimed.pop(path, None)
+                continue
+            if size > self._claimed[path][0]:
+                continue  # a straggling line without its newline yet: try again next time
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            self._claimed.pop(path, None)
+
+    @property
+    def has_claims(self) -> bool:
+        return bool(self._claimed)

@@ -1,0 +1,83 @@
+# docpilot shell capture for bash >= 5.0 (printed by `docpilot init bash`). Loading it twice is harmless.
+# After each command: exit status (first thing read), PIPESTATUS, text (from history), start time,
+# duration and directory go to the spool with builtins only. Nothing is sent unless the session
+# captures (an Active session); a command starting with a space is not recorded (HISTCONTROL).
+__docpilot_spool=__DOCPILOT_SPOOL__
+__docpilot_active=__DOCPILOT_ACTIVE__
+if [[ -z ${__docpilot_instance-} ]]; then
+  __docpilot_instance="${EPOCHREALTIME//[!0-9]/}-$$"
+  __docpilot_n=0
+  __docpilot_t0=
+  __docpilot_h=
+  __docpilot_lasth=$HISTCMD
+  __docpilot_pwd=$PWD
+  __docpilot_x=
+  __docpilot_fc="$__docpilot_spool/.fc.$$"  # scratch file for the history line (no fork to read it)
+  ( builtin umask 077; : > "$__docpilot_fc" ) 2>/dev/null
+fi
+
+__docpilot_json() {  # JSON string body of $1 in __docpilot_e (control characters are escaped by the daemon)
+  local s=$1
+  s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}
+  __docpilot_e=$s
+}
+
+__docpilot_precmd() {
+  local __st=$? __ps=("${PIPESTATUS[@]}")
+  __docpilot_send "$__st" "${__ps[@]}" 2>/dev/null  # never a word at the prompt
+  return $__st
+}
+
+__docpilot_send() {
+  local st=$1; shift
+  local t0=$__docpilot_t0 h=$__docpilot_h cwd=$__docpilot_pwd
+  __docpilot_t0=
+  __docpilot_pwd=$PWD
+  [[ -n $t0 ]] || return                     # no command ran (empty line, Ctrl-C at the prompt)
+  [[ $h != "$__docpilot_lasth" ]] || return  # not in history: leading space (or HISTIGNORE)
+  __docpilot_lasth=$h
+  [[ -e $__docpilot_active/${DOCPILOT_SESSION:-current} ]] || return
+  local now=${EPOCHREALTIME//[!0-9]/} cmd file=$__docpilot_spool/$__docpilot_instance.jsonl
+  builtin fc -ln -1 > "$__docpilot_fc" || return
+  IFS= read -r -d '' cmd < "$__docpilot_fc"
+  cmd=${cmd#$'\t'}; cmd=${cmd# }; cmd=${cmd%$'\n'}
+  [[ -n $cmd && $cmd != ' '* ]] || return
+  __docpilot_n=$((__docpilot_n + 1))
+  local line='{"op":"record","shell":"bash"'
+  [[ -n ${DOCPILOT_SESSION-} ]] && { __docpilot_json "$DOCPILOT_SESSION"; line+=',"session":"'$__docpilot_e'"'; }
+  __docpilot_json "$cmd"; line+=',"command":"'$__docpilot_e'"'
+  __docpilot_json "$cwd"; line+=',"cwd":"'$__docpilot_e'","exit_code":'$st
+  (( $# > 1 )) && { local IFS=,; line+=',"pipestatus":['"$*"']'; }
+  line+=',"started_us":'$t0',"duration_ms":'$(( (now - t0) / 1000 ))',"capture_id":"'$__docpilot_instance:$__docpilot_n'"}'
+  if [[ -e $file ]]; then
+    builtin printf '%s\n' "$line" >> "$file"
+  else
+    local mask; mask=$(builtin umask)   # once per shell: the spool file is created 0600
+    builtin umask 077; builtin printf '%s\n' "$line" >> "$file"; builtin umask "$mask"
+  fi
+}
+
+# Preexec without a DEBUG trap or a fork: PS0 is expanded just before a command line runs, and
+# the length of this empty substring is an arithmetic expression that records the start time and
+# the history number.
+case $PS0 in
+  *__docpilot_t0*) ;;
+  *) PS0=${PS0-}'${__docpilot_x:0:(__docpilot_t0=${EPOCHREALTIME//[!0-9]/},__docpilot_h=HISTCMD,0)}' ;;
+esac
+# First in PROMPT_COMMAND, so that $? and PIPESTATUS are the command's; the user's own entries stay.
+if [[ $(declare -p PROMPT_COMMAND 2>/dev/null) == "declare -a"* ]]; then
+  [[ " ${PROMPT_COMMAND[*]} " == *" __docpilot_precmd "* ]] || PROMPT_COMMAND=(__docpilot_precmd "${PROMPT_COMMAND[@]}")
+else
+  case ${PROMPT_COMMAND-} in
+    *__docpilot_precmd*) ;;
+    "") PROMPT_COMMAND=__docpilot_precmd ;;
+    *) PROMPT_COMMAND="__docpilot_precmd;${PROMPT_COMMAND}" ;;
+  esac
+fi
+
+docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's session
+  case ${1-} in
+    join|leave) eval "$(command docpilot "$@" --shell bash)" ;;
+    *) command docpilot "$@" ;;
+  esac
+}
