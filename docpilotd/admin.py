@@ -2,6 +2,7 @@
 
     docpilotd run [--detach] [--config FILE] [--home DIR] [...]   serve (foreground by default)
     docpilotd fsck [--repair] [--json] [--home DIR]              check (and repair) the data root
+    docpilotd service install [--socket] | uninstall | status   run it as a systemd/launchd user service
 
 Every DocpilotError becomes one line on stderr and its exit code (an OSError that no layer turned
 into one is reported as a StorageError); no traceback reaches the user.
@@ -46,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = sub.add_parser("fsck", parents=[common], help="check the data root; --repair fixes it")
     fsck.add_argument("--repair", action="store_true", help="restore, quarantine and clean up")
     fsck.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    service = sub.add_parser("service", help="run docpilotd as a user service (systemd or launchd)")
+    actions = service.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = actions.add_parser(
+        "install", parents=[common], help="write the unit (or LaunchAgent) with this installation's paths, enable it"
+    )
+    install.add_argument("--socket", action="store_true", help="systemd: also a socket unit (socket activation)")
+    actions.add_parser("uninstall", help="stop, disable and remove what install wrote (data and logs stay)")
+    actions.add_parser("status", help="what is installed and whether the service manager runs it")
     return parser
 
 
@@ -62,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb is None:
             build_parser().print_help()
             return 2
-        if args.home:
+        if getattr(args, "home", None):
             os.environ["DOCPILOT_HOME"] = args.home  # one meaning of "home" for every module
         cfg = load_config(args)
         if args.verb == "fsck":
             return fsck(cfg, repair=args.repair, as_json=args.json)
+        if args.verb == "service":
+            return service(args)
         if args.verb == "run":
             from .runtime.daemon import run
 
@@ -81,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         return StorageError.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def service(args: argparse.Namespace) -> int:
+    from . import service as service_mod
+
+    target = service_mod.this_target(config_file=getattr(args, "config", None))
+    if args.action == "install":
+        return service_mod.install(target, sys.stdout, socket=args.socket)
+    if args.action == "uninstall":
+        return service_mod.uninstall(target, sys.stdout)
+    return service_mod.status(target, sys.stdout)
 
 
 def fsck(cfg: config_mod.Config, repair: bool, as_json: bool) -> int:

@@ -19,9 +19,11 @@ exits with). Codes and exit codes never change meaning once released; add new cl
     │   ├── UnknownOperation           unknown_op           8
     │   └── UnsupportedVersion         unsupported_version  8
     ├── PermissionDenied               permission_denied    9
-    └── StorageError                   storage_error       10
-        ├── NotDurable                 not_durable         10
-        └── DiskFull                   disk_full           10
+    ├── StorageError                   storage_error       10
+    │   ├── NotDurable                 not_durable         10
+    │   └── DiskFull                   disk_full           10
+    └── ServiceError                   service_error       11
+        └── ServiceManagerUnreachable  no_service_manager  11
 
 Exit code 1 is kept for "the check found problems" (`docpilotd fsck`), never for an error.
 """
@@ -155,6 +157,20 @@ class DiskFull(StorageError):
     """The disk is full; changes are refused until space returns."""
 
     code = "disk_full"
+
+
+class ServiceError(DocpilotError):
+    """Installing, removing or asking about the user service failed (`docpilotd service`)."""
+
+    code = "service_error"
+    exit_code = 11
+
+
+class ServiceManagerUnreachable(ServiceError):
+    """No systemd user manager (or launchd GUI domain) answers; the files were handled, the
+    manager was not told."""
+
+    code = "no_service_manager"
 
 
 def _all_classes() -> list[type[DocpilotError]]:
