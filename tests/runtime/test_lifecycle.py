@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
-from tests.daemon_harness import Daemon, DaemonFactory, assert_docpilot_format, wait_for
+from tests.daemon_harness import REFERENCE, Daemon, DaemonFactory, assert_docpilot_format, read_line, wait_for
 
 
 def _ok(d: Daemon, *args: str, env: dict[str, str] | None = None) -> str:
@@ -128,8 +129,6 @@ def test_sigterm_saves_everything_and_releases_the_lock(daemons: DaemonFactory) 
 
 
 def test_sigint_also_saves_and_exits_zero(daemons: DaemonFactory) -> None:
-    import signal
-
     d = daemons()
     sid = d.call("start", description="Interrupted by ^C")["id"]
     d.call("annotate", session=sid, text="saved on SIGINT")
@@ -195,8 +194,6 @@ def test_autosave_writes_changed_sessions_only(daemons: DaemonFactory) -> None:
 
 
 def _reference() -> dict[str, Any]:
-    from tests.daemon_harness import REFERENCE
-
     return json.loads(REFERENCE.read_bytes())
 
 
@@ -226,9 +223,9 @@ def _paused_session() -> dict[str, Any]:
     return doc
 
 
-def test_docpilot_files_and_second_named_backups_load_and_resume(daemons: DaemonFactory, tmp_path: Path) -> None:
+def test_docpilot_files_and_second_named_backups_load_and_resume(daemons: DaemonFactory) -> None:
     d = daemons(start=False)
-    ref_bytes = (Path(__file__).parent.parent / "data" / "docpilot-example-session.json").read_bytes()
+    ref_bytes = REFERENCE.read_bytes()
     ref = json.loads(ref_bytes)
     sid = ref["id"]
     for sub in ("sessions", "backups"):
@@ -275,11 +272,6 @@ def test_docpilot_files_and_second_named_backups_load_and_resume(daemons: Daemon
 
 
 def test_sigterm_under_load_keeps_every_acknowledged_change(daemons: DaemonFactory) -> None:
-    import signal
-    import threading
-
-    from tests.daemon_harness import read_line
-
     d = daemons()
     sids = [d.call("start", description=f"Writer {i}")["id"] for i in range(4)]
     acked: dict[str, list[str]] = {sid: [] for sid in sids}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_harness import Daemon, DaemonFactory, assert_docpilot_format, wait_for
+from tests.daemon_harness import REFERENCE, Daemon, DaemonFactory, assert_docpilot_format, wait_for
 
 REPAIR_TIMEOUT = 10.0
 
@@ -202,8 +202,6 @@ def _stopped_copy(d: Daemon, sid: str) -> dict[str, Any] | None:
 
 
 def test_docpilot_file_copied_in_while_running_is_adopted(daemon: Daemon) -> None:
-    from tests.daemon_harness import REFERENCE
-
     ref_bytes = REFERENCE.read_bytes()
     sid = json.loads(ref_bytes)["id"]
     tmp = daemon.sessions_dir / f"{sid}.tmp"  # the way DocPilot itself writes: temp, then rename
