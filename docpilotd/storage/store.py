@@ -56,6 +56,7 @@ class SessionStore:
         self.backups_kept = backups_kept
         self._written: dict[str, Identity] = {}
         self._last_backup_ns = 0
+        self._named_after: dict[str, int] = {}  # per session: the newest backup name seen on disk
 
     # -- what we wrote -------------------------------------------------------------------------
 
@@ -125,9 +126,11 @@ class SessionStore:
         # Strictly increasing even if the clock stalls or steps back, in this run or since an
         # earlier one (or DocPilot's whole second): names never collide, and the newest content
         # always has the newest name, which is what rotation and recovery go by.
-        existing = backups.for_session(self.ops, self.layout.backups, session_id)
-        floor = max(self._last_backup_ns, existing[-1].ns if existing else 0)
-        ns = max(time.time_ns(), floor + 1)
+        # Only the first backup of a session in this run needs to look at the disk.
+        if session_id not in self._named_after:
+            existing = backups.for_session(self.ops, self.layout.backups, session_id)
+            self._named_after[session_id] = existing[-1].ns if existing else 0
+        ns = max(time.time_ns(), self._last_backup_ns + 1, self._named_after[session_id] + 1)
         self._last_backup_ns = ns
         return self.layout.backups / backups.backup_name(session_id, ns)
 
