@@ -45,13 +45,15 @@ def format_ns(ns: int) -> str:
     """The chrono-style UTC form of nanoseconds since the epoch, always with nine digits."""
     seconds, fraction = divmod(ns, 1_000_000_000)
     global _last_prefix
-    if _last_prefix[0] != seconds:  # one gmtime per second, not per change
+    cached = _last_prefix  # read once: another thread may replace it meanwhile
+    if cached[0] != seconds:  # one gmtime per second, not per change
         year, month, day, hour, minute, second = _gmtime(seconds)
-        _last_prefix = (seconds, f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.")
-    return f"{_last_prefix[1]}{fraction:09d}Z"
+        cached = (seconds, f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.")
+        _last_prefix = cached
+    return f"{cached[1]}{fraction:09d}Z"
 
 
-_last_prefix: tuple[int, str] = (-1, "")
+_last_prefix: tuple[int, str] = (0, "1970-01-01T00:00:00.")  # a true entry: any second may be asked for
 
 
 def _gmtime(seconds: int) -> tuple[int, int, int, int, int, int]:

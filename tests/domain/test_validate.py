@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import msgspec
@@ -193,8 +195,19 @@ def test_timestamps_parse_to_nanoseconds(text: str, ns: int) -> None:
     assert timestamps.parse_ns(text) == ns
 
 
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [(-1, "1969-12-31T23:59:59.999999999Z"), (0, "1970-01-01T00:00:00.000000000Z")],
+)
+def test_format_ns_in_a_fresh_process(ns: int, text: str) -> None:
+    """The first call of a process, whatever second it asks for (the per-second cache starts empty)."""
+    code = f"from docpilotd.domain.timestamps import format_ns; print(format_ns({ns}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == text
+
+
 def test_timestamps_format_round_trips() -> None:
-    for ns in (0, 1, 1_754_038_800_123_456_789, 4_102_444_800_000_000_000 - 1):
+    for ns in (0, 1, -1, -(10**9), 1_754_038_800_123_456_789, 4_102_444_800_000_000_000 - 1, 5, -1):
         assert timestamps.parse_ns(timestamps.format_ns(ns)) == ns
     assert timestamps.format_ns(1_754_038_800_000_000_001) == "2025-08-01T09:00:00.000000001Z"
 
