@@ -80,7 +80,8 @@ def _request(sock: socket.socket, op: str, **args: object) -> dict[str, object]:
     sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
     line = read_line(sock)
     assert line, "the daemon closed the connection"
-    return json.loads(line)
+    reply: dict[str, object] = json.loads(line)
+    return reply
 
 
 @needs_activate

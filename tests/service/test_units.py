@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from docpilotd import service
+from docpilotd.errors import UsageError
 from tests.daemon_harness import DAEMON_CMD, REPO, DaemonFactory, wait_for
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -117,7 +118,7 @@ def test_paths_with_spaces_and_specifier_characters_are_quoted(tmp_path: Path) -
     (tmp_path / service.UNIT).write_text(service.render_unit(line))
     # verify resolves the executable: it finds it only if the quoting parses back to the path.
     assert _verify(tmp_path, tmp_path / service.UNIT) == ""
-    with pytest.raises(service.UsageError):
+    with pytest.raises(UsageError):
         service.systemd_command_line(["/bin/x", "line\nbreak"])
 
 
@@ -161,11 +162,12 @@ def test_the_daemon_stays_within_the_units_system_call_filter(daemons: DaemonFac
     trace = tmp_path / "trace"
     log = open(d.log_path, "ab")
     try:
-        d.proc = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), *DAEMON_CMD], env=d.env(),
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(d.home.parent))
+        proc = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), *DAEMON_CMD], env=d.env(),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(d.home.parent))
     finally:
         log.close()
-    hello = wait_for(lambda: d._try_hello() or (d.proc.poll() is not None and {"dead": True}), timeout=30,
+    d.proc = proc  # killed by the fixture if the test fails
+    hello = wait_for(lambda: d._try_hello() or (proc.poll() is not None and {"dead": True}), timeout=30,
                      what="the traced daemon to answer")
     if "dead" in hello:
         pytest.skip(f"strace cannot trace here: {d.log()[-300:]}")
@@ -178,7 +180,7 @@ def test_the_daemon_stays_within_the_units_system_call_filter(daemons: DaemonFac
     os.kill(pid, signal.SIGHUP)
     wait_for(lambda: "configuration reloaded" in d.log(), what="SIGHUP to be handled")
     os.kill(pid, signal.SIGTERM)
-    assert d.proc.wait(timeout=30) == 0, d.log()
+    assert proc.wait(timeout=30) == 0, d.log()
     text = trace.read_text()
     used = set(re.findall(r"^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)\(", text, re.MULTILINE))
     assert {"fsync", "flock", "accept4"} <= used | {"fdatasync"}, "the trace must cover the real work"
