@@ -56,7 +56,10 @@ class Connection:
         message = {"op": op, "id": self._next_id, **{k: v for k, v in args.items() if v is not None}}
         self._next_id += 1
         try:
-            self.sock.sendall(json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n")
+            # Arguments that were not valid UTF-8 (surrogate-escaped by Python) keep their valid
+            # parts; the invalid bytes become U+FFFD instead of making the request unreadable.
+            raw = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogateescape")
+            self.sock.sendall(raw.decode("utf-8", "replace").encode("utf-8") + b"\n")
             line = self._read_line()
         except socket.timeout:
             raise DaemonNotRunning(f"docpilotd did not answer in time ({self.path})") from None

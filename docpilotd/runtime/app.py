@@ -64,6 +64,9 @@ class App:
         self.layout.ensure()
         self.lock.acquire()
         try:
+            # Before recovery: a SIGTERM or SIGHUP that arrives during a long recovery is kept for
+            # later instead of killing the daemon with the default action.
+            self._install_signals()
             # A socket passed by a service manager is taken over now and served only after recovery.
             inherited = activation.adopt_listening_socket(self.layout.socket)
             if self.pid_file is not None:
@@ -95,7 +98,6 @@ class App:
             # An inherited socket's path belongs to the service manager: the server must not unlink it.
             self.server = Server(ctx, self.config.limits, self.layout.socket if inherited is None else activation.NO_PATH)
             await self.server.start(sock=inherited)
-            self._install_signals()
             log.info(
                 "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",
                 len(engine.entries), sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),

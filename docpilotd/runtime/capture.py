@@ -12,11 +12,11 @@ nothing at all unless its marker exists, so a paused or stopped session costs th
 `stat`. Markers live under the data root, so they survive a reboot while the daemon is down.
 
 Exactly once: a record carries `capture_id` = "{instance}:{counter}"; the counter increases per
-command within one shell instance, and each instance writes to one file in order. The daemon keeps,
-per session, the highest counter ingested per instance (rebuilt from the session's own commands
-after a restart, since the id is stored with each command), and skips anything at or below it.
-A spool file is claimed by renaming it (the shell's next append creates a new file); it is deleted
-only after a grace period and a final re-read, so an append racing the rename is not lost.
+command within one shell instance, and each instance writes to one file in order. The daemon reads
+each file in order and keeps, per session, the highest counter ingested per instance (rebuilt from
+the session's own commands after a restart, since the id is stored with each command), and skips
+anything at or below it. Only a file idle for a minute is claimed by renaming it (the shell's next
+append creates a new file); it is deleted after a grace period and a final read.
 """
 
 from __future__ import annotations
@@ -91,24 +91,33 @@ def parse_line(line: bytes) -> p.Record | None:
 
 
 class Spool:
-    """Ingests spool files: at start-up before serving, then whenever the watcher sees a change."""
+    """Ingests spool files: at start-up before serving, then whenever the watcher sees a change.
+
+    A live file is read incrementally, up to its last complete line, in order; nothing renames it
+    under a shell that may be appending. A file idle for IDLE_S is claimed (renamed; the shell's
+    next append starts a new file) and deleted after a grace period and a final read. After a
+    restart every file is read from the start again and the capture marks drop what was ingested.
+    """
+
+    IDLE_S = 60.0
 
     def __init__(self, engine: Engine, ctx: handlers.Context) -> None:
         self.engine = engine
         self.ctx = ctx
         self.directory = engine.store.layout.spool
         self._lock = asyncio.Lock()
-        self._claimed: dict[Path, tuple[int, float]] = {}  # claimed file -> (bytes ingested, claimed at)
+        self._offsets: dict[Path, int] = {}
+        self._claimed: dict[Path, float] = {}  # claimed file -> when it was claimed (monotonic)
         self.ingested = 0
         self.skipped = 0
 
     async def ingest(self) -> int:
-        """Claim and ingest every spool file; returns how many commands were recorded."""
+        """Ingest every new complete line of every spool file; returns how many were recorded."""
         async with self._lock:
             before = self.ingested
             for path in self._scan():
                 await self._ingest_file(path)
-            await self._finish_claims()
+            await self._retire_idle()
             return self.ingested - before
 
     def _scan(self) -> list[Path]:
@@ -116,35 +125,30 @@ class Spool:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return []
-        found: list[Path] = []
+        found = []
         for name in names:
             path = self.directory / name
             if name.endswith(".jsonl"):
-                claimed = path.with_name(f"{name}.{time.time_ns()}.claimed")
-                try:
-                    os.rename(path, claimed)
-                except OSError:
-                    continue
-                self._claimed[claimed] = (0, time.monotonic())
-                found.append(claimed)
-            elif name.endswith(".claimed") and path not in self._claimed:
-                self._claimed[path] = (0, time.monotonic())  # left by an earlier run: ingest again
+                found.append(path)
+            elif name.endswith(".claimed"):
+                self._claimed.setdefault(path, time.monotonic())  # one left by an earlier run too
                 found.append(path)
         return found
 
     async def _ingest_file(self, path: Path) -> None:
-        offset, claimed_at = self._claimed.get(path, (0, time.monotonic()))
+        offset = self._offsets.get(path, 0)
         try:
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 data = handle.read()
         except OSError:
             return
-        end = data.rfind(b"\n") + 1  # a line without its newline yet is left for the re-read
-        lines = data[:end].split(b"\n")
-        self._claimed[path] = (offset + end, claimed_at)
+        end = data.rfind(b"\n") + 1  # a line still being written is left for the next read
+        if not end:
+            return
+        self._offsets[path] = offset + end
         pending = []
-        for line in lines:
+        for line in data[:end].split(b"\n"):
             if not line.strip():
                 continue
             record = parse_line(line)
@@ -166,30 +170,41 @@ class Spool:
             log.debug("spooled command not recorded: %s", exc)
             return
         if result.get("duplicate"):
-            self.skipped += 1  # already ingested (a claimed file read again after a restart)
+            self.skipped += 1  # already ingested (a file read again after a restart)
         else:
             self.ingested += 1
 
-    async def _finish_claims(self) -> None:
-        """Re-read claimed files once their grace period is over, then delete them."""
-        now = time.monotonic()
-        for path, (offset, claimed_at) in list(self._claimed.items()):
+    async def _retire_idle(self) -> None:
+        """Claim files idle for IDLE_S; delete claimed files after a grace period and a last read."""
+        now_wall, now = time.time(), time.monotonic()
+        for path in [p for p in self._offsets if p.name.endswith(".jsonl")]:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                self._offsets.pop(path, None)
+                continue
+            if now_wall - st.st_mtime >= self.IDLE_S and self._offsets[path] >= st.st_size:
+                claimed = path.with_name(f"{path.name}.{time.time_ns()}.claimed")
+                try:
+                    os.rename(path, claimed)
+                except OSError:
+                    continue
+                self._offsets[claimed] = self._offsets.pop(path)
+                self._claimed[claimed] = now
+        for path, claimed_at in list(self._claimed.items()):
             if now - claimed_at < CLAIM_GRACE_S:
                 continue
-            await self._ingest_file(path)
+            await self._ingest_file(path)  # an append that raced the rename
             try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                self._claimed.pop(path, None)
-                continue
-            if size > self._claimed[path][0]:
-                continue  # a straggling line without its newline yet: try again next time
-            try:
+                if os.stat(path).st_size > self._offsets.get(path, 0):
+                    continue  # a last line without its newline yet: look again later
                 os.unlink(path)
             except OSError:
                 pass
             self._claimed.pop(path, None)
+            self._offsets.pop(path, None)
 
     @property
     def has_claims(self) -> bool:
-        return bool(self._claimed)
+        """Files that still need a later look (claimed, or live and not yet idle)."""
+        return bool(self._claimed) or bool(self._offsets)

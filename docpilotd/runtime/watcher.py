@@ -138,7 +138,7 @@ class Watcher:
         except Exception:  # pragma: no cover - a bug; capture must keep working
             log.exception("spool ingestion failed")
         if self.spool.has_claims:
-            self._spool_soon(1.0)  # finish claimed files after their grace period
+            self._spool_soon(5.0)  # retire idle and claimed files later
 
     def notify_threadsafe(self, session_id: str) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -198,6 +198,10 @@ class Watcher:
             )
             if found is not None and session_id not in engine.entries:
                 engine.adopt({session_id: found})
+                try:  # the file is now the one we hold: not a foreign change any more
+                    store.remember(session_id, Identity.of(store.ops.stat(store.layout.session_file(session_id))))
+                except OSError:
+                    pass
                 log.info("adopted session %s found in sessions/", session_id)
             return
         if entry.session is not None and (is_live(entry.session) or entry.dirty):

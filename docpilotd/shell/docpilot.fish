@@ -27,6 +27,8 @@ function __docpilot_postexec --on-event fish_postexec
     set -l cmd $argv[1]
     test -n "$cmd"; or return $st
     string match -q -- ' *' $cmd; and return $st
+    # The shell is leaving: bash and zsh never see this line either.
+    string match -qr -- '^exit( |$)' $cmd; and return $st
     set -l target current
     set -q DOCPILOT_SESSION; and test -n "$DOCPILOT_SESSION"; and set target $DOCPILOT_SESSION
     test -e $__docpilot_active/$target; or return $st

@@ -4,7 +4,7 @@
 
 DocPilot ignores unknown fields, so our files still load there. `seq` is the last journal sequence
 number the snapshot contains (replay starts after it). `checksum` is a BLAKE2b-128 of the compact
-encoding of the session without the `docpilotd` field: it catches damage that still parses and
+encoding of the session without the `docpilotd` field, and of `seq`: it catches damage that still parses and
 validates (bit rot in a command's text). msgspec encodes a decoded struct to the same bytes, so the
 check re-encodes what was read. Files written pretty-printed with a 2-space indent, like DocPilot's.
 
@@ -44,8 +44,12 @@ _decoder = msgspec.json.Decoder(SessionFile)
 Integrity = Literal["verified", "unverified", "mismatch"]
 
 
-def checksum(body: bytes) -> str:
-    return CHECKSUM_PREFIX + hashlib.blake2b(body, digest_size=16).hexdigest()
+def checksum(body: bytes, seq: int) -> str:
+    """BLAKE2b-128 of the session body and the sequence number (a rotted `seq` would make replay
+    skip or repeat journal records, so it is covered too)."""
+    digest = hashlib.blake2b(body, digest_size=16)
+    digest.update(b"\0seq=%d" % seq)
+    return CHECKSUM_PREFIX + digest.hexdigest()
 
 
 def encode_body(session: Session) -> bytes:
@@ -62,7 +66,7 @@ def encode_body(session: Session) -> bytes:
 def encode(session: Session, seq: int, pretty: bool = True) -> bytes:
     """The bytes of a snapshot file for `session` containing journal records up to `seq`."""
     body = encode_body(session)
-    meta = _encoder.encode(FileMeta(schema=SCHEMA, seq=seq, checksum=checksum(body)))
+    meta = _encoder.encode(FileMeta(schema=SCHEMA, seq=seq, checksum=checksum(body, seq)))
     # The body is a JSON object: splice our field in before its closing brace.
     data = body[:-1] + b',"docpilotd":' + meta + b"}"
     return msgspec.json.format(data, indent=2) + b"\n" if pretty else data + b"\n"
@@ -112,7 +116,7 @@ def decode(data: bytes, expected_id: str | None = None) -> Decoded:
     seq = 0
     if meta is not None:
         seq = max(0, meta.seq)
-        integrity = "verified" if checksum(encode_body(session)) == meta.checksum else "mismatch"
+        integrity = "verified" if checksum(encode_body(session), meta.seq) == meta.checksum else "mismatch"
     found = validate.problems(session)
     if expected_id is not None and session.id != expected_id:
         found.insert(0, f"id: file is named for {expected_id} but holds session {session.id[:60]!r}")

@@ -68,7 +68,7 @@ def test_a_byte_flip_inside_a_command_that_still_parses_is_a_mismatch(real_snaps
 
 def test_an_edited_checksum_is_a_mismatch(real_snapshot: bytes) -> None:
     value = json.loads(real_snapshot)
-    value["docpilotd"]["checksum"] = snapshot.checksum(b"something else")
+    value["docpilotd"]["checksum"] = snapshot.checksum(b"something else", 0)
     decoded = snapshot.decode(json.dumps(value).encode())
     assert decoded.integrity == "mismatch" and not decoded.usable
 
@@ -229,3 +229,11 @@ def test_encode_plain_drops_our_field(real_snapshot: bytes) -> None:
     assert msgspec.json.decode(plain, type=Session) == snapshot.plain_session(decoded.session)
     # encode_body restores the meta field it set aside
     assert isinstance(decoded.session, snapshot.SessionFile) and decoded.session.docpilotd is not None
+
+
+def test_a_rotted_sequence_number_is_caught_by_the_checksum(example_session: Session) -> None:
+    data = snapshot.encode(example_session, 41)
+    assert snapshot.decode(data).integrity == "verified"
+    rotted = data.replace(b'"seq": 41', b'"seq": 47')
+    assert rotted != data
+    assert snapshot.decode(rotted).integrity == "mismatch"
