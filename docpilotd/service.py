@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-from .errors import ServiceError, ServiceManagerUnreachable, UsageError
-from .paths import layout_for
+from .errors import ConfigError, ServiceError, ServiceManagerUnreachable, UsageError
+from .paths import MAX_SOCKET_PATH, SOCKET_NAME
 from .storage.atomic import write_atomic
 from .storage.fsops import OsFileOps
 
@@ -126,7 +126,11 @@ def this_target(
     if env.get("DOCPILOT_HOME"):
         data_root = Path(env["DOCPILOT_HOME"]).expanduser().absolute()
         command += ["--home", str(data_root)]
-        listen = str(layout_for(data_root).socket).replace("%", "%%")
+        # `run --home` puts the socket under the data root (docpilotd.paths), whatever the runtime dir.
+        socket_path = data_root / "run" / SOCKET_NAME
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            raise ConfigError(f"socket path is too long for a Unix socket: {socket_path}; choose a shorter data root")
+        listen = str(socket_path).replace("%", "%%")
     config = config_file or env.get("DOCPILOT_CONFIG")
     if config:
         command += ["--config", str(Path(config).expanduser().absolute())]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from docpilotd import service
-from docpilotd.errors import UsageError
+from docpilotd.errors import ConfigError, UsageError
 from tests.daemon_harness import DAEMON_CMD, REPO, DaemonFactory, wait_for
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -127,6 +127,8 @@ def test_a_custom_data_root_goes_into_the_command_and_the_socket_unit(tmp_path: 
     target = _target(tmp_path, DOCPILOT_HOME=str(root))
     assert list(target.command[-3:]) == ["run", "--home", str(root)]
     assert target.listen == str(root / "run" / "docpilotd.sock")
+    with pytest.raises(ConfigError):
+        _target(tmp_path, DOCPILOT_HOME="/" + "x" * 100)
 
 
 def test_launchagent_plist(tmp_path: Path) -> None:
