@@ -66,6 +66,9 @@ class Entry:
     needs_rebase: str | None = None
     io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     capture_marks: dict[str, int] | None = None  # see runtime.capture_ids
+    # Segments written by a writer that failed: they may hold refused records, so they leave
+    # journal/ (for quarantine) before any record reuses their sequence numbers.
+    dead_segments: list[Path] = field(default_factory=list)
     last_command_at: str | None = None  # timestamp given to the latest recorded command
 
     def __post_init__(self) -> None:
@@ -230,7 +233,11 @@ class Engine:
             writer = SegmentWriter(
                 self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, first_seq)
             )
-            writer.open()
+            try:
+                writer.open()
+            except DocpilotError:
+                entry.dead_segments.append(writer.path)
+                raise
             entry.writer = writer
         entry.writer.write(data)
         if sync:
@@ -240,6 +247,7 @@ class Engine:
         """A write or fsync failed: nothing queued is acknowledged; rebase before the next change."""
         waiting = batch + entry.queue
         entry.queue, entry.pending_bytes = [], bytearray()
+        self._bury_writer(entry)
         entry.next_seq = entry.seq + 1
         entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
         entry.needs_rebase = str(exc)
@@ -249,8 +257,13 @@ class Engine:
         for _, _, future in waiting:
             if not future.done():
                 future.set_exception(type(error)(f"not saved: {error.message}"))
-        if entry.session is None:  # the session was never created: forget it
+        if entry.session is None:  # the session was never created: forget it, and its Create
             self.entries.pop(entry.session_id, None)
+            for path in entry.dead_segments:
+                try:
+                    quarantine.move(self.store.ops, self.store.layout.quarantine, path, "journal of a refused new session")
+                except (DocpilotError, OSError):
+                    pass  # at worst the refused session reappears at the next start (its outcome was unknown)
 
     def _schedule_sync(self, entry: Entry) -> None:
         self._unsynced.add(entry.session_id)
@@ -271,21 +284,28 @@ class Engine:
                 try:
                     await asyncio.get_running_loop().run_in_executor(self.pool, entry.writer.sync)
                 except DocpilotError as exc:
+                    self._bury_writer(entry)
                     entry.needs_rebase = str(exc)
                     self.degraded[session_id] = f"journal sync failed: {exc}"
+
+    def _bury_writer(self, entry: Entry) -> None:
+        """The current segment failed: close it and remember it for retirement at the rebase."""
+        if entry.writer is not None:
+            entry.dead_segments.append(entry.writer.path)
+            entry.writer.close()
+            entry.writer = None
 
     async def _rebase(self, entry: Entry) -> None:
         """After a failed write: snapshot from memory, retire the dead segment, start anew."""
         async with entry.io_lock:
             if entry.needs_rebase is None:
                 return
-            dead = entry.writer
-            entry.writer = None
-            if dead is not None:
-                dead.close()
+            self._bury_writer(entry)
             if entry.session is not None:
                 entry.dirty = True
-                await self._checkpoint_locked(entry, retire=dead.path if dead else None)
+                # Raises if the disk still fails: the dead segments stay listed for the next try.
+                await self._checkpoint_locked(entry, retire=list(entry.dead_segments))
+            entry.dead_segments.clear()
             entry.needs_rebase = None
             self.degraded.pop(entry.session_id, None)
             log.info("session %s: journal rebased after an error", entry.session_id)
@@ -296,7 +316,7 @@ class Engine:
         async with entry.io_lock:
             return await self._checkpoint_locked(entry)
 
-    async def _checkpoint_locked(self, entry: Entry, retire: Path | None = None) -> bool:
+    async def _checkpoint_locked(self, entry: Entry, retire: list[Path] | None = None) -> bool:
         if not entry.dirty or entry.session is None:
             return False
         seq = entry.seq
@@ -318,13 +338,14 @@ class Engine:
             entry.session = None  # stopped and saved: its snapshot is the copy we serve from
         return True
 
-    def _write_checkpoint(self, entry: Entry, seq: int, data: bytes, retire: Path | None) -> None:
+    def _write_checkpoint(self, entry: Entry, seq: int, data: bytes, retire: list[Path] | None) -> None:
         """In the I/O pool: snapshot, new segment, retire and trim old segments."""
         result = self.store.save_encoded(entry.session_id, data)
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
-        if retire is not None:
-            quarantine.move(self.store.ops, self.store.layout.quarantine, retire, "journal segment after a write error")
+        for path in retire or ():
+            if self.store.ops.exists(path):  # an earlier, partly successful rebase may have moved it
+                quarantine.move(self.store.ops, self.store.layout.quarantine, path, "journal segment after a write error")
         old = entry.writer
         writer = SegmentWriter(self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1))
         writer.open()

@@ -113,3 +113,23 @@ def test_concurrent_changes_in_a_failed_batch_are_all_refused(layout: Layout) ->
     assert any(isinstance(r, StorageError) for r in results)
     # Whatever was acknowledged is on disk; whatever was refused is not.
     assert _texts(layout)[sid] == ["before", *acknowledged, "after"]
+
+
+def test_a_refused_record_never_returns_after_a_failed_rebase(layout: Layout) -> None:
+    """fsync fails persistently: the change is refused, the rebase fails too; once the disk
+    works, the rebase must still retire the segment holding the refused record, or the refused
+    change would be replayed in place of the next acknowledged one (same sequence number)."""
+
+    async def scenario() -> str:
+        engine, ctx, ops, sid = await _setup(layout)
+        ops.arm("fsync", at=1, error=errno.EIO, persistent=True)
+        for text in ("refused-1", "refused-2"):
+            with pytest.raises(StorageError):
+                await annotate(p.Annotate(session=sid, text=text), ctx)
+        ops.disarm()
+        await annotate(p.Annotate(session=sid, text="accepted"), ctx)
+        await engine.close()
+        return sid
+
+    sid = asyncio.run(scenario())
+    assert _texts(layout)[sid] == ["before", "accepted"]
