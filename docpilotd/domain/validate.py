@@ -12,10 +12,10 @@ UUIDs and unique; strings hold no NUL characters.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from . import timestamps
-from .model import Session, state_name
+from .model import Annotation, Session, SessionEvent, state_name
 
 MAX_REPORTED = 20  # a badly damaged session lists its first problems, not thousands
 
@@ -90,7 +90,11 @@ def _problems(s: Session) -> Iterator[str]:
         yield "stats.duration_seconds: negative"
 
     seen: set[str] = set()
-    for kind, items in (("annotations", s.annotations), ("events", s.events)):
+    identified: tuple[tuple[str, Sequence[Annotation | SessionEvent]], ...] = (
+        ("annotations", s.annotations),
+        ("events", s.events),
+    )
+    for kind, items in identified:
         for index, item in enumerate(items):
             if not is_uuid(item.id):
                 yield f"{kind}[{index}].id: not a UUID"

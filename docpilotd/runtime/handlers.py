@@ -178,7 +178,7 @@ async def show(req: p.Show, ctx: Context) -> Any:
     return snapshot.plain_session(await ctx.engine.full_session(entry))
 
 
-async def annotations(req: p.Annotations, ctx: Context) -> dict[str, Any]:
+async def annotations_(req: p.Annotations, ctx: Context) -> dict[str, Any]:
     entry = ctx.engine.resolve(req.session)
     session = await ctx.engine.full_session(entry)
     return {"session": entry.session_id, "annotations": session.annotations}
@@ -259,7 +259,7 @@ async def import_(req: p.Import, ctx: Context) -> dict[str, Any]:
 HANDLERS: dict[type, Handler] = {
     p.Hello: hello, p.Start: start, p.Stop: stop, p.Pause: pause, p.Resume: resume,
     p.Annotate: annotate, p.Record: record, p.Status: status, p.Sessions: sessions, p.Show: show,
-    p.Annotations: annotations, p.Save: save, p.Backups: backups_, p.Restore: restore,
+    p.Annotations: annotations_, p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
 }
 
