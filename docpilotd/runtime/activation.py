@@ -14,8 +14,8 @@ Invariants:
 - Adopting does not accept anything: the caller hands the socket to `Server.start` only after
   recovery, so connections made meanwhile wait in the kernel's backlog (promise 3).
 - The service manager owns the path of an adopted socket: it keeps listening after the daemon
-  exits and starts it again on the next connection, so the daemon must never unlink that path.
-  `NO_PATH` is the path to give the server in that case (its `stop()` unlinks the path it was given).
+  exits and starts it again on the next connection, so the daemon must never unlink that path
+  (the server is told so: `Server(..., owns_path=False)`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from ..errors import ConfigError
 
 LISTEN_FDS_START = 3  # SD_LISTEN_FDS_START
 _VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-# A path that never exists: what the server is told to unlink when the service manager owns the socket.
-NO_PATH = Path("/nonexistent/docpilotd/socket-owned-by-the-service-manager")
 
 
 def passed_fds() -> list[int]:

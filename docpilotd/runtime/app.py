@@ -96,7 +96,7 @@ class App:
             self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
             self.autosave.start()
             # An inherited socket's path belongs to the service manager: the server must not unlink it.
-            self.server = Server(ctx, self.config.limits, self.layout.socket if inherited is None else activation.NO_PATH)
+            self.server = Server(ctx, self.config.limits, self.layout.socket, owns_path=inherited is None)
             await self.server.start(sock=inherited)
             log.info(
                 "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",

@@ -89,10 +89,12 @@ def request_id_of(line: bytes) -> object:
 class Server:
     """Owns the listening socket and every connection; one `_Connection` protocol per client."""
 
-    def __init__(self, ctx: handlers.Context, limits: Limits, socket_path: Path) -> None:
+    def __init__(self, ctx: handlers.Context, limits: Limits, socket_path: Path, owns_path: bool = True) -> None:
         self.ctx = ctx
         self.limits = limits
         self.socket_path = socket_path
+        # False for a socket a service manager passed in: it keeps the path after we exit.
+        self.owns_path = owns_path
         self._server: asyncio.base_events.Server | None = None
         self.connections: set[_Connection] = set()
         self._in_flight = 0
@@ -115,10 +117,11 @@ class Server:
             log.warning("requests still running after %.0f s; closing anyway", grace)
         for connection in list(self.connections):
             connection.close()
-        try:
-            self.socket_path.unlink()
-        except OSError:
-            pass
+        if self.owns_path:
+            try:
+                self.socket_path.unlink()
+            except OSError:
+                pass
 
     async def handle(self, line: bytes) -> bytes:
         """The reply line for one request line; never raises."""
