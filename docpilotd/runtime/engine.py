@@ -17,9 +17,11 @@ Flow of a change to session S (all on the event loop, which owns every Entry):
      (which holds only acknowledged changes) and a new segment after it; the old segment goes to
      quarantine so the refused records can never be replayed.
 
-Checkpoints and flushes of one session are serialized by its `io_lock`, so a checkpoint never sees a
-record written but not applied. Invariants: `entry.seq` is the last acknowledged record and the
-session in memory contains exactly records 1..seq; `next_seq` is one past the last queued record.
+Flushes of one session and the start of its checkpoints are serialized by its `io_lock`, so a
+checkpoint never sees a record written but not applied; the snapshot itself is encoded and written
+while changes go on (see `Engine.checkpoint`). Invariants: `entry.seq` is the last acknowledged
+record and the session in memory contains exactly records 1..seq; `next_seq` is one past the last
+queued record; every segment but the current one holds only records below the current one's first.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Entry:
     flushing: bool = False
     needs_rebase: str | None = None
     io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # One snapshot write per session at a time, in the order of their captures (taken before io_lock).
+    snapshot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     capture_marks: dict[str, int] | None = None  # see runtime.capture_ids
     # Segments written by a writer that failed: they may hold refused records, so they leave
     # journal/ (for quarantine) before any record reuses their sequence numbers.
@@ -297,7 +301,7 @@ class Engine:
 
     async def _rebase(self, entry: Entry) -> None:
         """After a failed write: snapshot from memory, retire the dead segment, start anew."""
-        async with entry.io_lock:
+        async with entry.snapshot_lock, entry.io_lock:
             if entry.needs_rebase is None:
                 return
             self._bury_writer(entry)
@@ -313,34 +317,94 @@ class Engine:
     # -- checkpoints ------------------------------------------------------------------------------
 
     async def checkpoint(self, entry: Entry) -> bool:
-        async with entry.io_lock:
-            return await self._checkpoint_locked(entry)
+        """Write the snapshot of a changed session; returns whether one was written.
+
+        The session keeps committing changes while its snapshot is encoded and written: io_lock is
+        held only to capture the session at `seq` (pointer copies, on the loop) and to switch the
+        journal to a new segment starting at seq + 1 (so the segments before it hold records up to
+        `seq` only, which is what trimming assumes). The snapshot of 1..seq is then written beside
+        the live journal; the old segments are trimmed only after it is durable. Until then the
+        previous snapshot and every segment since it are intact, so a crash at any point recovers
+        every acknowledged change. After a write error (rebase pending), everything happens under
+        io_lock as one step."""
+        loop = asyncio.get_running_loop()
+        async with entry.snapshot_lock:
+            async with entry.io_lock:
+                if entry.needs_rebase is not None or entry.dead_segments:
+                    return await self._checkpoint_locked(entry)
+                if not entry.dirty or entry.session is None:
+                    return False
+                seq = entry.seq
+                captured = snapshot.capture(entry.session)
+                try:
+                    await loop.run_in_executor(self.pool, self._next_segment, entry, seq)
+                except DocpilotError as exc:
+                    self._checkpoint_failed(entry, exc)
+                    raise
+            try:
+                await loop.run_in_executor(self.pool, self._write_snapshot, entry, seq, captured)
+            except DocpilotError as exc:
+                self._checkpoint_failed(entry, exc)
+                raise
+            self._checkpoint_done(entry, seq)
+            return True
 
     async def _checkpoint_locked(self, entry: Entry, retire: list[Path] | None = None) -> bool:
+        """The whole checkpoint as one step, under io_lock (which the caller holds)."""
         if not entry.dirty or entry.session is None:
             return False
         seq = entry.seq
-        # Encoded on the loop: the session cannot change while it is being encoded.
-        data = snapshot.encode(entry.session, seq)
+        # Captured on the loop, in pointer copies, at the instant the session holds exactly records
+        # 1..seq; encoded in the I/O thread a chunk at a time, so a large session never holds the
+        # loop (items are never mutated once appended: see storage.snapshot).
+        captured = snapshot.capture(entry.session)
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.pool, self._write_checkpoint, entry, seq, data, retire)
+            await loop.run_in_executor(self.pool, self._write_checkpoint, entry, seq, captured, retire)
         except DocpilotError as exc:
-            self.degraded[entry.session_id] = f"checkpoint failed: {exc}"
-            log.error("session %s: checkpoint failed: %s", entry.session_id, exc)
+            self._checkpoint_failed(entry, exc)
             raise
+        self._checkpoint_done(entry, seq)
+        return True
+
+    def _checkpoint_failed(self, entry: Entry, exc: DocpilotError) -> None:
+        self.degraded[entry.session_id] = f"checkpoint failed: {exc}"
+        log.error("session %s: checkpoint failed: %s", entry.session_id, exc)
+
+    def _checkpoint_done(self, entry: Entry, seq: int) -> None:
         if entry.seq == seq:
-            entry.dirty = False
+            entry.dirty = False  # else changes committed meanwhile: the next checkpoint has them
         entry.checkpoint_seq = seq
         if entry.needs_rebase is None:
             self.degraded.pop(entry.session_id, None)
-        if not is_live(entry.session) and not entry.queue and not entry.dirty:
+        if entry.session is not None and not is_live(entry.session) and not entry.queue and not entry.dirty:
             entry.session = None  # stopped and saved: its snapshot is the copy we serve from
-        return True
 
-    def _write_checkpoint(self, entry: Entry, seq: int, data: bytes, retire: list[Path] | None) -> None:
+    def _next_segment(self, entry: Entry, seq: int) -> None:
+        """In the I/O pool, under io_lock: records after `seq` go to a new segment from now on."""
+        path = self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1)
+        if entry.writer is not None and entry.writer.path == path:
+            return  # nothing was written since the last switch (its snapshot write failed)
+        writer = SegmentWriter(self.store.ops, path)
+        writer.open()  # raises before anything changed
+        old, entry.writer = entry.writer, writer
+        if old is not None:
+            old.close()
+
+    def _write_snapshot(self, entry: Entry, seq: int, captured: snapshot.Capture) -> None:
+        """In the I/O pool, beside the live journal: the snapshot of records 1..seq, then trim."""
+        result = self.store.save_encoded(entry.session_id, snapshot.encode_captured(captured, seq))
+        # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
+        self._seq_by_inode[result.identity.ino] = seq
+        try:
+            self._trim(entry.session_id, seq)
+        except (DocpilotError, OSError) as exc:
+            # Harmless: an untrimmed segment only costs space; the next checkpoint trims it.
+            log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
+
+    def _write_checkpoint(self, entry: Entry, seq: int, captured: snapshot.Capture, retire: list[Path] | None) -> None:
         """In the I/O pool: snapshot, new segment, retire and trim old segments."""
-        result = self.store.save_encoded(entry.session_id, data)
+        result = self.store.save_encoded(entry.session_id, snapshot.encode_captured(captured, seq))
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         for path in retire or ():
@@ -382,8 +446,13 @@ class Engine:
         except OSError:
             return 0
         if ino not in self._seq_by_inode:
-            decoded = self.store.read(path)
-            self._seq_by_inode[ino] = decoded.seq if decoded.session is not None else 0
+            # From the file's last bytes: a backup written by an earlier run is not decoded (a
+            # large one would hold the GIL, and so the loop, for a long time). A backup whose
+            # middle is damaged but whose end is intact then counts with the sequence it claims,
+            # as one with a checksum mismatch always did; it cannot be a source of recovery, and
+            # every usable copy still finds the records it needs, since trimming keeps what the
+            # oldest claimed sequence needs.
+            self._seq_by_inode[ino] = self.store.read_seq(path)
         return self._seq_by_inode[ino]
 
     async def checkpoint_dirty(self) -> int:

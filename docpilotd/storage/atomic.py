@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DiskFull, StorageError
@@ -37,13 +38,15 @@ def storage_error(exc: OSError, action: str) -> StorageError:
     return StorageError(f"{action} failed: {exc.strerror or exc}")
 
 
-def write_atomic(ops: FileOps, path: Path, data: bytes) -> os.stat_result:
-    """Durably replace `path` with `data`; returns the stat of the new file (its identity)."""
+def write_atomic(ops: FileOps, path: Path, data: bytes | Sequence[bytes]) -> os.stat_result:
+    """Durably replace `path` with `data` (bytes, or blocks written in order: a large snapshot is
+    never copied into one buffer); returns the stat of the new file (its identity)."""
     temp = temp_path_for(path)
     fd: int | None = None
     try:
         fd = ops.open_exclusive(temp, 0o600)
-        ops.write_all(fd, data)
+        for block in [data] if isinstance(data, bytes) else data:
+            ops.write_all(fd, block)
         ops.fsync(fd)
         ops.close(fd)
         fd = None

@@ -67,6 +67,10 @@ class FileOps:
                 raise OSError(errno.EIO, "write made no progress")
             view = view[written:]
 
+    def read_tail(self, path: Path, size: int) -> bytes:
+        """The last `size` bytes of a file (all of it when shorter)."""
+        return self.read_bytes(path)[-size:]
+
     def exists(self, path: Path) -> bool:
         try:
             self.stat(path)
@@ -129,6 +133,14 @@ class OsFileOps(FileOps):
                     break
                 chunks.append(chunk)
             return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def read_tail(self, path: Path, size: int) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            length = os.fstat(fd).st_size
+            return os.pread(fd, size, max(0, length - size))
         finally:
             os.close(fd)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +87,9 @@ class SessionStore:
         data = snapshot.encode(session, seq)
         return self.save_encoded(session.id, data)
 
-    def save_encoded(self, session_id: str, data: bytes) -> SaveResult:
-        """Save bytes already produced by `snapshot.encode` (encoding may happen elsewhere)."""
+    def save_encoded(self, session_id: str, data: bytes | Sequence[bytes]) -> SaveResult:
+        """Save bytes already produced by `snapshot.encode` or `snapshot.encode_captured` (encoding
+        may happen elsewhere)."""
         path = self.layout.session_file(session_id)
         backup, quarantined = self._preserve_current(session_id, path)
         st = write_atomic(self.ops, path, data)
@@ -193,6 +195,19 @@ class SessionStore:
         except OSError as exc:
             return snapshot.Decoded(None, problem=f"cannot read: {exc.strerror or exc}")
         return snapshot.decode(data, expected_id)
+
+    def read_seq(self, path: Path) -> int:
+        """The journal sequence a snapshot or backup file contains, 0 when it has none or cannot
+        be read. Read from the file's last bytes when they hold our field (see
+        `snapshot.seq_from_tail`), else from the decoded file."""
+        try:
+            seq = snapshot.seq_from_tail(self.ops.read_tail(path, snapshot.TAIL_BYTES))
+        except OSError:
+            return 0
+        if seq is None:
+            decoded = self.read(path)
+            seq = decoded.seq if decoded.session is not None else 0
+        return seq
 
     def load(self, session_id: str) -> Session:
         """The session (a plain `Session`, as recovery gives) from its snapshot; raises StorageError
