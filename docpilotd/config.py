@@ -39,6 +39,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rescan_interval: PositiveSeconds = 60.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: str | None = None
+    # Redaction of secrets before anything is stored (see docpilotd/domain/redaction.py).
+    redact_defaults: bool = True
+    redact_patterns: list[Annotated[str, msgspec.Meta(max_length=4096)]] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
 
     @property
@@ -114,9 +117,22 @@ def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
 
 def _convert(raw: dict[str, Any], where: str, strict: bool = False) -> Config:
     try:
-        return msgspec.convert(raw, Config, strict=strict)
+        config = msgspec.convert(raw, Config, strict=strict)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {_describe(exc)}") from None
+    _check_patterns(config, where)
+    return config
+
+
+def _check_patterns(config: Config, where: str) -> None:
+    """Every redact pattern compiles (a daemon must never meet a bad one while recording)."""
+    from .domain.redaction import PatternError, compile_rule
+
+    for index, pattern in enumerate(config.redact_patterns):
+        try:
+            compile_rule(f"pattern {index}", pattern, index)
+        except PatternError as exc:
+            raise ConfigError(f"{where}: key 'redact_patterns[{index}]': not a valid regular expression: {exc.reason}") from None
 
 
 def _describe(exc: msgspec.ValidationError) -> str:

@@ -122,16 +122,38 @@ class Stats(_Request, tag="stats"):
 
 
 class Export(_SessionRequest, tag="export"):
-    pass
+    format: Literal["json", "markdown"] = "json"
 
 
 class Import(_Request, tag="import"):
     path: ShortText
 
 
+class Generate(_SessionRequest, tag="generate"):
+    """Markdown documentation of the session. `output`: an absolute path (the client resolves
+    it); without it the session's `output_file`, and without that the text comes back."""
+
+    output: ShortText | None = None
+
+
+class Redact(_SessionRequest, tag="redact"):
+    """Remove `pattern` (literal text, or a regular expression with `regex`) from everything
+    stored of the session, and from whatever is recorded from now on."""
+
+    pattern: ShortText
+    regex: bool = False
+
+
+class Purge(_Request, tag="purge"):
+    """Delete a session everywhere; a live one only with `force`. The session must be named."""
+
+    session: ShortText
+    force: bool = False
+
+
 Request = Union[
     Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations,
-    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Redact, Purge,
 ]
 
 OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]

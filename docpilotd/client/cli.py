@@ -39,15 +39,18 @@ VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "recovery": ((), "the report of the daemon's last start-up recovery"),
     "cleanup": ((), "remove stopped sessions and backups older than N days"),
     "stats": ((), "storage statistics"),
-    "export": ((), "a session as DocPilot JSON (re-importable)"),
+    "export": ((), "a session as DocPilot JSON (re-importable), or --format markdown"),
     "import": ((), "import a session from an exported or DocPilot JSON file"),
     "init": ((), "print the shell hook: eval \"$(docpilot init bash)\" in ~/.bashrc (zsh, fish too)"),
     "join": ((), "join this shell to a session (hooked shells; else eval \"$(docpilot join ID --shell bash)\")"),
     "leave": ((), "stop sending this shell's commands to a joined session"),
+    "generate": (("gen", "doc"), "Markdown documentation of the session (-o FILE, else its output file, else stdout)"),
+    "redact": ((), "remove a secret from everything stored of a session (the secret from stdin if not given)"),
+    "purge": ((), "delete a session everywhere: snapshot, backups, journal, quarantine, spool"),
 }
 SESSION_VERBS = {
     "stop", "pause", "resume", "annotate", "annotations", "note", "explain", "warn", "milestone",
-    "status", "show", "record", "backups", "restore", "export",
+    "status", "show", "record", "backups", "restore", "export", "generate", "redact",
 }
 ANNOTATION_SHORTCUTS = {"note": "note", "explain": "explanation", "warn": "warning", "milestone": "milestone"}
 
@@ -93,6 +96,15 @@ def _add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-age-days", type=float, required=True)
     elif verb == "export":
         p.add_argument("--output", "-o", help="file to write (default: standard output)")
+        p.add_argument("--format", "-f", choices=["json", "markdown"], default="json")
+    elif verb == "generate":
+        p.add_argument("--output", "-o", help="file (or directory) to write; default: the session's output file")
+    elif verb == "redact":
+        p.add_argument("pattern", nargs="?", help="the secret; omit it (or give -) to type it or pipe it in")
+        p.add_argument("--regex", action="store_true", help="PATTERN is a regular expression")
+    elif verb == "purge":
+        p.add_argument("--session", "-s", required=True, help="the session to delete (no default)")
+        p.add_argument("--force", action="store_true", help="also a live (active or paused) session")
     elif verb == "import":
         p.add_argument("file")
     elif verb == "init":
@@ -132,7 +144,32 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "cleanup", {"max_age_days": args.max_age_days}
     if verb == "import":
         return "import", {"path": str(Path(args.file).expanduser().absolute())}
+    if verb == "export":
+        return "export", {**fields, "format": args.format}
+    if verb == "generate":
+        output = str(Path(args.output).expanduser().absolute()) if args.output else None
+        return "generate", {**fields, "output": output}
+    if verb == "redact":
+        return "redact", {**fields, "pattern": _secret(args.pattern), "regex": args.regex}
+    if verb == "purge":
+        return "purge", {"session": args.session, "force": args.force}
     return verb, fields
+
+
+def _secret(given: str | None) -> str:
+    """The text to redact: the argument, else typed without echo, else the first line piped in.
+    (Given as an argument, it also lands in the shell's history: prefer typing it.)"""
+    if given not in (None, "-"):
+        return given  # type: ignore[return-value]
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("secret to redact: ")
+    else:
+        secret = (sys.stdin.readline() if sys.stdin is not None else "").rstrip("\r\n")
+    if not secret:
+        raise UsageError("no secret given (as an argument, typed, or on standard input)")
+    return secret
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         op, fields = request_for(args)
         with Connection() as conn:
             result = conn.request(op, **fields)
+        if args.verb == "export" and args.format == "markdown":
+            if args.output:
+                _write_text(Path(args.output), result["markdown"])
+                if args.json:
+                    print(json.dumps({"exported": str(Path(args.output).absolute()), "session": result["session"]}))
+                else:
+                    print(f"exported {result['session']} to {args.output}")
+            else:
+                sys.stdout.write(result["markdown"])
+            return 0
+        if args.verb == "generate" and "markdown" in result and not args.json:
+            sys.stdout.write(result["markdown"])
+            return 0
         if args.verb == "export" and args.output:
             _write_export(Path(args.output), result)
             result_for_print: Any = {"exported": str(Path(args.output).absolute()), "session": result.get("id")}
@@ -168,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_export(path: Path, session: Any) -> None:
-    data = json.dumps(session, indent=2, ensure_ascii=False) + "\n"
+    _write_text(path, json.dumps(session, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_text(path: Path, data: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -191,7 +244,10 @@ def render(verb: str, result: Any) -> None:
         note = result["annotation"]
         print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")
     elif verb == "record":
-        print(f"recorded in {result['session']} ({result['commands']} commands)")
+        if result.get("skipped"):
+            print(f"not recorded: {result['skipped']}")
+        else:
+            print(f"recorded in {result['session']} ({result['commands']} commands)")
     elif verb == "status":
         d = result["daemon"]
         print(f"docpilotd {d['version']} pid {d['pid']}, up {d['uptime_s']:.0f} s, {d['sessions']} sessions "
@@ -233,6 +289,22 @@ def render(verb: str, result: Any) -> None:
             print(f"{key}: {value}")
     elif verb == "cleanup":
         print(f"removed {len(result['removed_sessions'])} session(s) and {len(result['removed_backups'])} backup(s)")
+    elif verb == "generate":
+        print(f"wrote {result['path']} ({result['commands']} commands, {result['annotations']} annotations)")
+    elif verb == "redact":
+        print(f"redacted {result['replaced']} occurrence(s) in session {result['session']}")
+        for name in result["rewritten"]:
+            print(f"  rewrote {name}")
+        for name in result["spool_removed"]:
+            print(f"  removed spool/{name}")
+        if not result["rewritten"] and not result["spool_removed"] and not result["replaced"]:
+            print(f"  not found in any of the {result['files_examined']} file(s) of the session")
+        for name in result["remaining"]:
+            print(f"  STILL PRESENT in {name}")
+    elif verb == "purge":
+        print(f"purged session {result['session']}: {len(result['removed'])} file(s) removed")
+        for name in [*result["removed"], *(f"spool/{n}" for n in result["spool_removed"])]:
+            print(f"  removed {name}")
     elif verb == "recovery":
         print(f"recovery of {result['root']} took {result['duration_ms']:.0f} ms")
         for s in result["sessions"]:

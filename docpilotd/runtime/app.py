@@ -88,6 +88,7 @@ class App:
             engine.on_state_change = lambda: markers.sync(engine)
             markers.sync(engine)
             self.spool = Spool(engine, ctx)
+            ctx.spool = self.spool  # redact and purge remove spool files too
             spooled = await self.spool.ingest()
             if spooled:
                 log.info("recovery: %d command(s) ingested from the shell spool", spooled)
@@ -156,7 +157,10 @@ class App:
             log.warning("SIGHUP: data_dir cannot change while running; keeping %s", self.layout.root)
         if self.autosave is not None and fresh.autosave_interval != self.config.autosave_interval:
             self.autosave.reschedule(fresh.autosave_interval)
-        for name in ("durability", "batch_window_ms", "backups_kept", "log_level", "autosave_interval"):
+        for name in (
+            "durability", "batch_window_ms", "backups_kept", "log_level", "autosave_interval",
+            "redact_defaults", "redact_patterns",
+        ):
             setattr(self.config, name, getattr(fresh, name))
         self.config.limits = fresh.limits
         if self.engine is not None:

@@ -17,6 +17,11 @@ each file in order and keeps, per session, the highest counter ingested per inst
 the session's own commands after a restart, since the id is stored with each command), and skips
 anything at or below it. Only a file idle for a minute is claimed by renaming it (the shell's next
 append creates a new file); it is deleted after a grace period and a final read.
+
+Secrets: a line is redacted when it is recorded (handlers.record), but the spool file holds the raw
+line until it is deleted. So a file in which a line was redacted (or held a command starting with a
+space) is claimed as soon as it is ingested and deleted after the grace period (about 2 s), instead
+of after a minute of idleness; `discard` does the same at once for `docpilot redact` and `purge`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -110,6 +116,7 @@ class Spool:
         self._claimed: dict[Path, float] = {}  # claimed file -> when it was claimed (monotonic)
         self.ingested = 0
         self.skipped = 0
+        self._tasks: set[asyncio.Task[int]] = set()
 
     async def ingest(self) -> int:
         """Ingest every new complete line of every spool file; returns how many were recorded."""
@@ -158,21 +165,87 @@ class Spool:
                 continue
             pending.append(self._record(record))
         # Started together: the engine numbers them in this order and they share fsyncs.
-        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, DocpilotError):
                 raise outcome
+        if any(outcome is True for outcome in outcomes) and path.name.endswith(".jsonl"):
+            # A secret was redacted from a line of this file: do not keep the raw line for a minute.
+            if self._claim(path) is not None:
+                self._retire_soon()
 
-    async def _record(self, record: p.Record) -> None:
+    async def _record(self, record: p.Record) -> bool:
+        """Record one spooled line; True when it held something private (a redacted secret, a
+        command starting with a space)."""
         try:
             result = await handlers.record(record, self.ctx)
         except DocpilotError as exc:
             self.skipped += 1  # no such session, or paused or stopped meanwhile: not recorded
             log.debug("spooled command not recorded: %s", exc)
-            return
-        if result.get("duplicate"):
-            self.skipped += 1  # already ingested (a file read again after a restart)
+            return False
+        if result.get("duplicate") or result.get("skipped"):
+            self.skipped += 1  # already ingested (a file read again after a restart), or private
         else:
             self.ingested += 1
+        return bool(result.get("redacted") or result.get("skipped"))
+
+    def _claim(self, path: Path) -> Path | None:
+        """Rename a live file out of the shells' way (their next append starts a new file)."""
+        claimed = path.with_name(f"{path.name}.{time.time_ns()}.claimed")
+        try:
+            os.rename(path, claimed)
+        except OSError:
+            return None
+        self._offsets[claimed] = self._offsets.pop(path, 0)
+        self._claimed[claimed] = time.monotonic()
+        return claimed
+
+    def _retire_soon(self) -> None:
+        """Look at claimed files again once their grace period is over."""
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            task = loop.create_task(self.ingest())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        loop.call_later(CLAIM_GRACE_S + 0.05, start)
+
+    async def discard(self, lines_match: Callable[[bytes], bool], scratch_match: Callable[[bytes], bool]) -> list[str]:
+        """Ingest every complete line, then delete each spool file whose content `lines_match`
+        (after its grace period and a last read), and empty each shell's scratch file (`.fc.*`,
+        the bash hook's copy of its last command) whose content `scratch_match`. Returns the names
+        of the files deleted or emptied, and of any still holding an incomplete line (kept)."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            for path in self._scan():
+                await self._ingest_file(path)
+            doomed: list[Path] = []
+            for path in self._scan():
+                if await loop.run_in_executor(self.engine.pool, _file_matches, path, lines_match):
+                    claimed = self._claim(path) if path.name.endswith(".jsonl") else path
+                    if claimed is not None:
+                        doomed.append(claimed)
+            done = await loop.run_in_executor(self.engine.pool, _empty_scratch, self.directory, scratch_match)
+        if not doomed:
+            return done
+        await asyncio.sleep(CLAIM_GRACE_S)  # an append that raced the rename lands meanwhile
+        async with self._lock:
+            for path in doomed:
+                await self._ingest_file(path)
+                try:
+                    complete = os.stat(path).st_size <= self._offsets.get(path, 0)
+                    if complete:
+                        os.unlink(path)
+                except FileNotFoundError:
+                    complete = True
+                except OSError:
+                    complete = False
+                if complete:
+                    self._claimed.pop(path, None)
+                    self._offsets.pop(path, None)
+                done.append(path.name if complete else f"{path.name} (kept: its last line is incomplete)")
+        return done
 
     async def _retire_idle(self) -> None:
         """Claim files idle for IDLE_S; delete claimed files after a grace period and a last read."""
@@ -184,13 +257,7 @@ class Spool:
                 self._offsets.pop(path, None)
                 continue
             if now_wall - st.st_mtime >= self.IDLE_S and self._offsets[path] >= st.st_size:
-                claimed = path.with_name(f"{path.name}.{time.time_ns()}.claimed")
-                try:
-                    os.rename(path, claimed)
-                except OSError:
-                    continue
-                self._offsets[claimed] = self._offsets.pop(path)
-                self._claimed[claimed] = now
+                self._claim(path)
         for path, claimed_at in list(self._claimed.items()):
             if now - claimed_at < CLAIM_GRACE_S:
                 continue
@@ -208,3 +275,30 @@ class Spool:
     def has_claims(self) -> bool:
         """Files that still need a later look (claimed, or live and not yet idle)."""
         return bool(self._claimed) or bool(self._offsets)
+
+
+def _file_matches(path: Path, match: Callable[[bytes], bool]) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return match(handle.read())
+    except OSError:
+        return False
+
+
+def _empty_scratch(directory: Path, match: Callable[[bytes], bool]) -> list[str]:
+    emptied = []
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(".fc."))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        path = directory / name
+        try:
+            with open(path, "rb") as handle:
+                if not match(handle.read()):
+                    continue
+            os.truncate(path, 0)
+        except OSError:
+            continue
+        emptied.append(name)
+    return emptied

@@ -25,6 +25,9 @@ from ..domain import changes, timestamps
 from ..domain.model import Annotation, CommandEntry, SessionMetadata
 from ..errors import BackupNotFound, InvalidSession, SessionExists, UnknownOperation, UsageError
 from ..storage import backups, maintenance, snapshot
+from ..docs import output as docs_output
+from ..docs.markdown import render as render_markdown
+from . import privacy
 from .capture_ids import capture_marks, split_capture_id
 from .engine import Engine, Entry, summarize
 
@@ -32,12 +35,15 @@ Handler = Callable[[Any, "Context"], Awaitable[Any]]
 
 
 class Context:
-    """What handlers share: the engine and the last recovery report."""
+    """What handlers share: the engine, the last recovery report, the redaction rules and the
+    shell spool (set by the app once it exists)."""
 
     def __init__(self, engine: Engine, recovery_report: Any, started_ns: int) -> None:
         self.engine = engine
         self.recovery_report = recovery_report
         self.started_ns = started_ns
+        self.privacy = privacy.Privacy(engine.config)
+        self.spool: Any = None
 
 
 def _now() -> str:
@@ -64,6 +70,8 @@ async def hello(req: p.Hello, ctx: Context) -> dict[str, Any]:
 async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
     if not req.description.strip():
         raise UsageError("a session needs a description")
+    redactor = ctx.privacy.redactor
+    description = redactor.text(req.description)
     session_id = _new_id()
     metadata = SessionMetadata(
         working_directory=req.cwd or os.getcwd(),
@@ -71,12 +79,12 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
         platform=platform.system().lower(),
         hostname=socket.gethostname(),
         user=req.user or getpass.getuser(),
-        tags=list(req.tags),
+        tags=[redactor.text(tag) for tag in req.tags],
         llm_provider=None,
         settings={},
     )
     change = changes.Create(
-        session_id=session_id, description=req.description, at=_now(), event_id=_new_id(),
+        session_id=session_id, description=description, at=_now(), event_id=_new_id(),
         metadata=metadata, output_file=req.output_file,
     )
     entry = ctx.engine.new_entry(session_id)
@@ -106,13 +114,17 @@ async def annotate(req: p.Annotate, ctx: Context) -> dict[str, Any]:
     if not req.text.strip():
         raise UsageError("an annotation needs text")
     entry = ctx.engine.resolve(req.session)
-    note = Annotation(id=_new_id(), text=req.text, timestamp=_now(), annotation_type=p.ANNOTATION_KINDS[req.type])
+    text = ctx.privacy.redactor.text(req.text)
+    note = Annotation(id=_new_id(), text=text, timestamp=_now(), annotation_type=p.ANNOTATION_KINDS[req.type])
     await ctx.engine.commit(entry, changes.Annotate(annotation=note, event_id=_new_id()))
     return {"session": entry.session_id, "annotation": msgspec.to_builtins(note)}
 
 
 async def record(req: p.Record, ctx: Context) -> dict[str, Any]:
     entry = ctx.engine.resolve(req.session)
+    if req.command.startswith(" "):  # the shells' convention (HISTCONTROL=ignorespace): private
+        return {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary.get("commands", 0),
+                "skipped": "the command starts with a space: not recorded"}
     capture = split_capture_id(req.capture_id) if req.capture_id else None
     if capture is not None:
         marks = capture_marks(entry, await ctx.engine.full_session(entry))
@@ -131,16 +143,23 @@ async def record(req: p.Record, ctx: Context) -> dict[str, Any]:
         # Estimated, so never before the previous command: the order of a burst is kept.
         if entry.last_command_at and not timestamps.not_before(at, entry.last_command_at):
             at = entry.last_command_at
+    # Redacted last, right before the change is built: a pattern `redact` registers meanwhile applies.
+    redactor = ctx.privacy.redactor
+    text, redacted = redactor.count(req.command)
+    output, in_output = redactor.optional(req.output)
     command = CommandEntry(
-        command=req.command, timestamp=at, exit_code=req.exit_code, working_directory=req.cwd,
-        shell=req.shell, output=req.output, error=None, duration_ms=req.duration_ms,
+        command=text, timestamp=at, exit_code=req.exit_code, working_directory=req.cwd,
+        shell=req.shell, output=output, error=None, duration_ms=req.duration_ms,
         capture_id=req.capture_id, pipestatus=req.pipestatus,
     )
     entry.last_command_at = at
     await ctx.engine.commit(entry, changes.RecordCommand(entry=command, event_id=_new_id()))
     if capture is not None and entry.capture_marks is not None:
         entry.capture_marks[capture[0]] = max(capture[1], entry.capture_marks.get(capture[0], -1))
-    return {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary["commands"]}
+    result = {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary["commands"]}
+    if redacted + in_output:
+        result["redacted"] = redacted + in_output
+    return result
 
 
 async def status(req: p.Status, ctx: Context) -> dict[str, Any]:
@@ -234,7 +253,29 @@ async def stats(req: p.Stats, ctx: Context) -> Any:
 
 async def export(req: p.Export, ctx: Context) -> Any:
     entry = ctx.engine.resolve(req.session)
-    return snapshot.plain_session(await ctx.engine.full_session(entry))
+    session = await ctx.engine.full_session(entry)
+    if req.format == "markdown":
+        text = await _io(ctx, render_markdown, docs_output.freeze(session))
+        return {"session": entry.session_id, "format": "markdown", "markdown": text}
+    return snapshot.plain_session(session)
+
+
+async def generate(req: p.Generate, ctx: Context) -> dict[str, Any]:
+    """Markdown documentation, rendered and written in the I/O pool (never on the loop)."""
+    entry = ctx.engine.resolve(req.session)
+    view = docs_output.freeze(await ctx.engine.full_session(entry))
+    result: dict[str, Any] = await _io(ctx, docs_output.generate, view, req.output, ctx.engine.store.layout)
+    return result
+
+
+async def redact(req: p.Redact, ctx: Context) -> dict[str, Any]:
+    entry = ctx.engine.resolve(req.session)
+    return await privacy.redact(ctx.engine, ctx.privacy, ctx.spool, entry, req.pattern, req.regex)
+
+
+async def purge(req: p.Purge, ctx: Context) -> dict[str, Any]:
+    entry = ctx.engine.resolve(req.session)
+    return await privacy.purge(ctx.engine, ctx.spool, entry, req.force)
 
 
 async def import_(req: p.Import, ctx: Context) -> dict[str, Any]:
@@ -242,7 +283,7 @@ async def import_(req: p.Import, ctx: Context) -> dict[str, Any]:
     if not path.is_absolute():
         raise UsageError("import needs an absolute path (the client resolves it)")
     data = await _io(ctx, maintenance.read_import_file, path)
-    session = maintenance.parse_import(data, str(path))
+    session, _ = ctx.privacy.redactor.session(maintenance.parse_import(data, str(path)))
     if session.id in ctx.engine.entries:
         raise SessionExists(f"session {session.id} already exists; nothing was imported")
     entry = ctx.engine.new_entry(session.id)
@@ -261,6 +302,7 @@ HANDLERS: dict[type, Handler] = {
     p.Annotate: annotate, p.Record: record, p.Status: status, p.Sessions: sessions, p.Show: show,
     p.Annotations: annotations_, p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
+    p.Generate: generate, p.Redact: redact, p.Purge: purge,
 }
 
 

@@ -40,6 +40,7 @@ __docpilot_send() {
   local now=${EPOCHREALTIME//[!0-9]/} cmd file=$__docpilot_spool/$__docpilot_instance.jsonl
   builtin fc -ln -1 > "$__docpilot_fc" || return
   IFS= read -r -d '' cmd < "$__docpilot_fc"
+  : > "$__docpilot_fc"  # the scratch copy of the command line (a secret, maybe) does not stay on disk
   cmd=${cmd#$'\t'}; cmd=${cmd# }; cmd=${cmd%$'\n'}
   [[ -n $cmd && $cmd != ' '* ]] || return
   __docpilot_n=$((__docpilot_n + 1))

@@ -1,0 +1,1 @@
+"""Documentation made from sessions: Markdown rendering (pure) and writing it out."""

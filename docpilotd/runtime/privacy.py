@@ -1,0 +1,226 @@
+"""Secrets in the daemon: redaction of what comes in, `redact` and `purge` of what is stored.
+
+Incoming text (a recorded command and its output, an annotation, a session's description) is
+redacted by the handlers, before the change is built: the journal, the snapshot and every backup
+only ever see the redacted text. The rules are the defaults and the config file's
+`redact_patterns` (re-read on SIGHUP), plus every pattern `docpilot redact` was given since the
+daemon started (kept in memory only: writing them down would write the secret), so that the
+`docpilot redact ... SECRET` command line itself, captured by a shell hook a moment later, is
+redacted too.
+
+`redact` (one session): the session in memory is replaced by its redacted copy through a
+`Replace` change (the journal record holds the redacted session only), a checkpoint writes a
+clean snapshot and starts a new journal segment, then every other file of the session that still
+holds the secret is rewritten (storage/scrub.py: backups, older journal segments, quarantine
+copies) and the shell spool files holding it are removed once ingested. Changes keep flowing
+meanwhile: the Replace is built from the session once every queued change is applied and is
+queued at once, so nothing acknowledged is lost; files are rewritten under the session's
+snapshot_lock (no backup, trim or segment switch meanwhile), never the segment being appended to.
+
+`purge` (one session): refused for a live session unless forced. The session stops accepting
+changes at once (as if it no longer existed), its files are deleted under both of its locks, it
+leaves the registry, and the spool files holding its lines are removed once ingested.
+
+Both run their file work in the I/O pool; the loop only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ..domain import changes
+from ..domain.model import Session, state_name
+from ..domain.redaction import PatternError, Redactor, Rule, compile_rule, literal_rule
+from ..errors import DocpilotError, InvalidTransition, NotDurable, UsageError
+from ..storage import scrub
+from ..storage.store import SessionStore
+from .engine import Engine, Entry
+
+if TYPE_CHECKING:
+    from .capture import Spool
+
+SETTLE_TIMEOUT_S = 30.0
+ROUNDS = 3
+
+
+class Privacy:
+    """The redaction rules in force: configured ones, plus the patterns given to `redact`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._key: tuple[tuple[str, ...], bool] | None = None
+        self._base = Redactor(())
+        self._extra: list[Rule] = []
+        self._current: Redactor | None = None
+
+    @property
+    def redactor(self) -> Redactor:
+        key = (tuple(self.config.redact_patterns), self.config.redact_defaults)
+        if key != self._key:
+            # The config was validated when it was loaded (config.load compiles every pattern).
+            self._base = Redactor.from_patterns(key[0], key[1])
+            self._key = key
+            self._current = None
+        if self._current is None:
+            self._current = self._base.plus(self._extra)
+        return self._current
+
+    def remember(self, rule: Rule) -> None:
+        if all(rule.regex.pattern != r.regex.pattern for r in self._extra):
+            self._extra.append(rule)
+            self._current = None
+
+
+def request_rule(pattern: str, regex: bool) -> Rule:
+    """The rule a `redact` request asks for; UsageError when it cannot be one."""
+    if not pattern:
+        raise UsageError("redact needs the text (or, with --regex, the pattern) to remove")
+    if not regex:
+        return literal_rule(pattern, "redact")
+    try:
+        rule = compile_rule("redact", pattern)
+    except PatternError as exc:
+        raise UsageError(f"not a valid regular expression: {exc.reason}") from None
+    if rule.regex.fullmatch("") is not None:
+        raise UsageError("that pattern matches empty text; give one that matches the secret only")
+    return rule
+
+
+async def _io(engine: Engine, fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(engine.pool, fn, *args)
+
+
+async def _settled(engine: Engine, entry: Entry) -> Session:
+    """The session once no change of it is queued or being written: exactly records 1..seq.
+
+    Returned without a pause, so a change the caller queues right away comes after all of them."""
+    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
+    while True:
+        if entry.needs_rebase is not None:
+            raise NotDurable("the session's journal is recovering from a write error; try again in a moment")
+        if not entry.queue and not entry.flushing:
+            if entry.session is not None:
+                return entry.session
+            loaded = await engine.full_session(entry)
+            if entry.session is None and not entry.queue and not entry.flushing:
+                return loaded
+            continue
+        if asyncio.get_running_loop().time() > deadline:
+            raise NotDurable("the session is too busy to be rewritten now; try again")
+        await asyncio.sleep(0.002)
+
+
+async def redact(
+    engine: Engine, privacy: Privacy, spool: Spool | None, entry: Entry, pattern: str, regex: bool
+) -> dict[str, Any]:
+    rule = request_rule(pattern, regex)
+    privacy.remember(rule)  # first: whatever arrives from now on is redacted on the way in
+    scrubber = scrub.Scrubber(Redactor([rule]), None if regex else pattern)
+    store: SessionStore = engine.store
+    replaced = 0
+    rewritten: list[str] = []
+    remaining: list[str] = []
+    examined = 0
+    snapshot_name = f"sessions/{entry.session_id}.json"
+    for _ in range(ROUNDS):
+        session = await _settled(engine, entry)
+        clean, count = scrubber.redactor.session(session)
+        main_dirty = await _io(engine, _file_holds, scrubber, store.layout.session_file(entry.session_id))
+        if count or main_dirty:
+            # Also when only the snapshot holds it (memory came from a restore): rewrite it from memory.
+            await engine.commit(entry, changes.Replace(session=clean, reason="redact"))
+            replaced += count
+            if await engine.checkpoint(entry) and snapshot_name not in rewritten:
+                rewritten.append(snapshot_name)
+        async with entry.snapshot_lock:
+            live_segment = [entry.writer.path] if entry.writer is not None else []
+            report = await _io(engine, scrub.scrub_files, store, entry.session_id, scrubber, live_segment)
+        examined = max(examined, report.examined)
+        rewritten.extend(name for name in report.rewritten if name not in rewritten)
+        remaining = report.remaining
+        if not remaining:
+            break
+        # A change that was on its way while the pattern was registered may have brought the
+        # secret into memory and the live segment: replace and checkpoint again, then rewrite.
+    spooled = await spool.discard(scrubber.found_in, scrubber.found_in) if spool is not None else []
+    return {
+        "session": entry.session_id, "replaced": replaced, "rewritten": rewritten,
+        "spool_removed": spooled, "remaining": remaining, "files_examined": examined,
+    }
+
+
+def _file_holds(scrubber: scrub.Scrubber, path: Any) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return scrubber.found_in(handle.read())
+    except FileNotFoundError:
+        return False
+
+
+async def purge(engine: Engine, spool: Spool | None, entry: Entry, force: bool) -> dict[str, Any]:
+    state = entry.pending_state or str(entry.summary.get("state", ""))
+    if state in ("Active", "Paused") and not force:
+        raise InvalidTransition(
+            f"session {entry.session_id} is {state}: stop it first, or purge it anyway with --force"
+        )
+    try:
+        session: Session | None = await engine.full_session(entry)
+    except DocpilotError:
+        session = None  # no usable copy left: its files go all the same
+    capture_ids = {c.capture_id for c in session.commands if c.capture_id} if session else set()
+    texts = {c.command.strip() for c in session.commands} if session else set()
+    # From now on the session refuses every change, as if it no longer existed.
+    entry.pending_state = None
+    _markers_changed(engine)
+    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
+    while (entry.queue or entry.flushing) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.002)
+    async with entry.snapshot_lock, entry.io_lock:
+        if entry.writer is not None:
+            entry.writer.close()
+            entry.writer = None
+        try:
+            removed = await _io(engine, scrub.purge_files, engine.store, entry.session_id)
+        except DocpilotError:
+            entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
+            entry.dirty = entry.session is not None
+            _markers_changed(engine)
+            raise
+        entry.session = None
+        entry.dirty = False
+    engine.entries.pop(entry.session_id, None)
+    engine.degraded.pop(entry.session_id, None)
+    _markers_changed(engine)
+    spooled: list[str] = []
+    if spool is not None:
+        spooled = await spool.discard(
+            lambda data: _names_session(data, entry.session_id, capture_ids),
+            lambda data: data.decode("utf-8", "replace").strip() in texts,
+        )
+    return {"session": entry.session_id, "removed": removed, "spool_removed": spooled}
+
+
+def _markers_changed(engine: Engine) -> None:
+    if engine.on_state_change is not None:
+        engine.on_state_change()
+
+
+def _names_session(data: bytes, session_id: str, capture_ids: set[str]) -> bool:
+    """Whether spool lines name the session (by id or a prefix of it) or carry one of its
+    commands' capture ids."""
+    from .capture import parse_line
+
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        record = parse_line(line)
+        if record is None:
+            continue
+        if record.session and len(record.session) >= 4 and session_id.startswith(record.session):
+            return True
+        if record.capture_id and record.capture_id in capture_ids:
+            return True
+    return False
