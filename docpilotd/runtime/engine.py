@@ -90,8 +90,10 @@ def summarize(session: Session) -> dict[str, Any]:
         "updated_at": session.updated_at,
         "started_at": session.started_at,
         "stopped_at": session.stopped_at,
-        "commands": len(session.commands),
-        "annotations": len(session.annotations),
+        # The stats count the lists (kept by changes.apply, checked by validate): an outline of a
+        # session without its lists (see storage.recovery.Recovered) summarizes the same.
+        "commands": session.stats.total_commands,
+        "annotations": session.stats.total_annotations,
         "successful_commands": session.stats.successful_commands,
         "failed_commands": session.stats.failed_commands,
     }
@@ -115,9 +117,15 @@ class Engine:
     def adopt(self, recovered: dict[str, Recovered]) -> None:
         """Take the sessions recovery produced; stopped ones are kept as summaries only."""
         for session_id, found in recovered.items():
-            session = found.session
-            entry = Entry(session_id, session, found.seq, summarize(session))
-            entry.started_ns = _started_ns(session)
+            # A finished session recovery did not keep whole (see Recovered) stays on disk until used.
+            outline = found.outline
+            entry = Entry(
+                session_id, found.session if found.held else None, found.seq, summarize(outline),
+                pending_state=state_name(outline.state),
+            )
+            # Only live sessions are ever picked by start time (`resolve`); a finished one that a
+            # replacement makes live again gets its time then (`_apply`).
+            entry.started_ns = _started_ns(outline) if is_live(outline) else 0
             entry.checkpoint_seq = -1  # unknown until written: forces a first checkpoint if dirty
             self.entries[session_id] = entry
 
@@ -200,6 +208,8 @@ class Engine:
         elif isinstance(change, changes.Replace):
             entry.session = change.session
             entry.capture_marks = None  # rebuilt from the replacement's commands when needed
+            if not entry.started_ns:
+                entry.started_ns = _started_ns(change.session)
         else:
             assert entry.session is not None
             entry.session = changes.apply(entry.session, change)

@@ -57,14 +57,14 @@ def scan(ops: FileOps, directory: Path) -> tuple[dict[str, list[Backup]], list[s
     by_session: dict[str, list[Backup]] = {}
     junk: list[str] = []
     try:
-        names = ops.listdir(directory)
+        names = ops.list_regular(directory)
     except FileNotFoundError:
         return {}, []
     except OSError as exc:
         raise storage_error(exc, f"listing {directory.name}/") from exc
-    for name in names:
-        backup = parse_name(directory, name)
-        if backup is None or not is_regular_file(ops, backup.path):
+    for name, regular in names.items():
+        backup = parse_name(directory, name) if regular else None
+        if backup is None:
             junk.append(name)
         else:
             by_session.setdefault(backup.session_id, []).append(backup)

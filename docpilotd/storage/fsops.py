@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -70,6 +71,16 @@ class FileOps:
     def read_tail(self, path: Path, size: int) -> bytes:
         """The last `size` bytes of a file (all of it when shorter)."""
         return self.read_bytes(path)[-size:]
+
+    def list_regular(self, path: Path) -> dict[str, bool]:
+        """Every name in a directory, and whether it is a regular file itself (not a symlink)."""
+        found = {}
+        for name in self.listdir(path):
+            try:
+                found[name] = stat.S_ISREG(self.stat(path / name).st_mode)
+            except OSError:
+                found[name] = False
+        return found
 
     def exists(self, path: Path) -> bool:
         try:
@@ -146,6 +157,12 @@ class OsFileOps(FileOps):
 
     def listdir(self, path: Path) -> list[str]:
         return os.listdir(path)
+
+    def list_regular(self, path: Path) -> dict[str, bool]:
+        # The directory entries' types, without a stat per file (one per entry whose type the
+        # file system does not report).
+        with os.scandir(path) as entries:
+            return {entry.name: entry.is_file(follow_symlinks=False) for entry in entries}
 
     def stat(self, path: Path) -> os.stat_result:
         return os.stat(path, follow_symlinks=False)

@@ -109,7 +109,9 @@ def _next_valid(data: bytes, start: int) -> int | None:
     return None
 
 
-def scan_segment(data: bytes, path: Path) -> tuple[list[Record], list[Damage]]:
+def scan_segment(data: bytes, path: Path, after_seq: int = 0) -> tuple[list[Record], list[Damage]]:
+    """Records and damage of one segment. Records at or below `after_seq` (already in the copy
+    replay starts from) are checked (framing, CRC) but not decoded nor returned."""
     records: list[Record] = []
     damage: list[Damage] = []
     offset = 0
@@ -124,6 +126,9 @@ def scan_segment(data: bytes, path: Path) -> tuple[list[Record], list[Damage]]:
             offset = resume
             continue
         seq, payload, end = parsed
+        if seq <= after_seq:
+            offset = end
+            continue
         try:
             change = _change_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
@@ -137,16 +142,23 @@ def scan_segment(data: bytes, path: Path) -> tuple[list[Record], list[Damage]]:
 
 def segments_of(ops: FileOps, journal_dir: Path, session_id: str) -> list[tuple[int, Path]]:
     """(first_seq, path) of a session's segments, in order."""
+    return index(ops, journal_dir).get(session_id, [])
+
+
+def index(ops: FileOps, journal_dir: Path) -> dict[str, list[tuple[int, Path]]]:
+    """(first_seq, path) of every session's segments, in order: one listing for all sessions."""
     try:
         names = ops.listdir(journal_dir)
     except FileNotFoundError:
-        return []
-    found = []
+        return {}
+    found: dict[str, list[tuple[int, Path]]] = {}
     for name in names:
         parsed = parse_segment_name(name)
-        if parsed and parsed[0] == session_id:
-            found.append((parsed[1], journal_dir / name))
-    return sorted(found)
+        if parsed:
+            found.setdefault(parsed[0], []).append((parsed[1], journal_dir / name))
+    for segments in found.values():
+        segments.sort()
+    return found
 
 
 def session_ids(ops: FileOps, journal_dir: Path) -> set[str]:
@@ -157,16 +169,31 @@ def session_ids(ops: FileOps, journal_dir: Path) -> set[str]:
     return {parsed[0] for name in names if (parsed := parse_segment_name(name))}
 
 
-def read_segments(ops: FileOps, journal_dir: Path, session_id: str) -> JournalRead:
+def read_segments(
+    ops: FileOps,
+    journal_dir: Path,
+    session_id: str,
+    segments: list[tuple[int, Path]] | None = None,
+    after_seq: int = 0,
+) -> JournalRead:
+    """Every record after `after_seq` in a session's segments (`segments` when the caller listed
+    them already), and any damage. A segment followed by one starting at or below after_seq + 1
+    holds only records at or below after_seq: it is not read at all (with after_seq 0, every
+    segment is read)."""
     result = JournalRead()
-    for _, path in segments_of(ops, journal_dir, session_id):
+    listed = segments_of(ops, journal_dir, session_id) if segments is None else segments
+    for (_, path), following in zip(listed, [first for first, _ in listed[1:]] + [None]):
+        if following is not None and following - 1 <= after_seq:
+            continue
         result.segments.append(path)
         try:
+            if ops.stat(path).st_size == 0:
+                continue  # the usual last segment: nothing was written after the last checkpoint
             data = ops.read_bytes(path)
         except OSError as exc:
             result.damage.append(Damage(path, 0, 0, torn_tail=False, detail=f"unreadable: {exc.strerror}"))
             continue
-        records, damage = scan_segment(data, path)
+        records, damage = scan_segment(data, path, after_seq)
         result.records.extend(records)
         result.damage.extend(damage)
     return result

@@ -16,23 +16,27 @@ quarantine. Nothing is ever deleted, and a healthy main file is never rewritten.
 usable copy is reported unrecoverable and its damaged files are kept in quarantine.
 
 Backups are examined only when the main file is unusable, unless `check_backups` is set (fsck sets
-it): reading every generation of every session would multiply startup time for no gain.
+it): reading every generation of every session would multiply startup time for no gain. Likewise,
+start-up reads only the journal after the chosen copy (fsck reads it all), and `recover_all` lists
+each directory once for every session.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
-from ..domain.model import Session, state_name
+from ..domain.model import Session, is_live, state_name
 from ..errors import StorageError
-from . import backups, journal, quarantine, snapshot
+from . import backups, forked, journal, quarantine, snapshot
 from .replay import Replayed, replay
 from .atomic import TEMP_PREFIX, is_temp_name, write_atomic
+from .fsops import OsFileOps
 from .store import Identity, SessionStore
 
 Status = Literal["ok", "repaired", "needs_repair", "unrecoverable"]
@@ -78,12 +82,45 @@ class RecoveryReport(msgspec.Struct, kw_only=True):
         )
 
 
-@dataclass
 class Recovered:
-    """A session recovery found, ready to be made live (or None when unrecoverable)."""
+    """A session recovery found, ready to be made live (or None when unrecoverable).
 
-    session: Session
-    seq: int
+    `session` is the whole session and `seq` the last journal record it contains. `recover_all`
+    does not keep the whole of a finished session that recovery left as it was (stopped or failed,
+    its own snapshot verified and chosen, nothing replayed): a daemon keeps only a summary of
+    those, and holding thousands of them only to summarize them would cost start-up time and
+    memory. For those, `held` is False, `outline` is the session without its commands, annotations
+    and events (its stats still count them), and `session` reads the snapshot again on first use.
+    """
+
+    def __init__(self, session: Session, seq: int) -> None:
+        self.seq = seq
+        self.outline = session
+        self._session: Session | None = session
+        self._load: Callable[[], Session] | None = None
+
+    @classmethod
+    def outlined(cls, outline: Session, seq: int, load: Callable[[], Session]) -> Recovered:
+        found = cls(outline, seq)
+        found._session, found._load = None, load
+        return found
+
+    @property
+    def held(self) -> bool:
+        return self._session is not None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            assert self._load is not None
+            self._session = self._load()
+        return self._session
+
+
+def _outline(session: Session) -> Session:
+    fields = {name: getattr(session, name) for name in Session.__struct_fields__}
+    fields.update(commands=[], annotations=[], events=[])
+    return Session(**fields)
 
 
 @dataclass
@@ -94,33 +131,58 @@ class _Candidate:
 
 
 def _relative(store: SessionStore, path: Path) -> str:
+    root, text = str(store.layout.root), str(path)
+    if text.startswith(root + "/"):  # the usual case, without pathlib's parsing
+        return text[len(root) + 1 :]
     try:
         return str(path.relative_to(store.layout.root))
     except ValueError:
         return str(path)
 
 
+@dataclass
+class _Scan:
+    """One listing of each directory, for every session (listing per session would cost
+    sessions x files)."""
+
+    ids: list[str]
+    mains: set[str]  # ids whose sessions/{id}.json was listed
+    temps: dict[str, list[Path]]
+    loose_temps: list[Path]
+    other: list[str]
+    backups: dict[str, list[backups.Backup]]
+    segments: dict[str, list[tuple[int, Path]]]
+
+
 def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], list[Path], list[str]]:
     """Session ids, temp files per id, unattributed temp files, and other findings."""
+    found = _scan(store)
+    return found.ids, found.temps, found.loose_temps, found.other
+
+
+def _scan(store: SessionStore) -> _Scan:
     ops, layout = store.ops, store.layout
     ids: set[str] = set()
+    mains: set[str] = set()
     temps: dict[str, list[Path]] = {}
     loose_temps: list[Path] = []
     other: list[str] = []
     try:
-        names = sorted(ops.listdir(layout.sessions))
+        listed = ops.list_regular(layout.sessions)
     except FileNotFoundError:
-        names = []
-    for name in names:
-        path = layout.sessions / name
-        if not backups.is_regular_file(ops, path):
+        listed = {}
+    sessions_dir = layout.sessions
+    for name in sorted(listed):
+        if name.endswith(".json") and not is_temp_name(name):
+            mains.add(name[: -len(".json")])
+        if not listed[name]:
             other.append(f"ignored: sessions/{name} is not a regular file")
         elif is_temp_name(name):
             session_id = _temp_owner(name)
             if session_id:
-                temps.setdefault(session_id, []).append(path)
+                temps.setdefault(session_id, []).append(sessions_dir / name)
             else:
-                loose_temps.append(path)
+                loose_temps.append(sessions_dir / name)
         elif name.endswith(".json"):
             ids.add(name[: -len(".json")])
         else:
@@ -129,8 +191,9 @@ def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], lis
     ids.update(by_session)
     other.extend(f"ignored: backups/{name} is not a backup file" for name in junk)
     ids.update(temps)
-    ids.update(journal.session_ids(ops, layout.journal))
-    return sorted(ids), temps, loose_temps, other
+    segments = journal.index(ops, layout.journal)
+    ids.update(segments)
+    return _Scan(sorted(ids), mains, temps, loose_temps, other, by_session, segments)
 
 
 def _temp_owner(name: str) -> str | None:
@@ -149,17 +212,36 @@ def recover_all(
     """Examine (and with `repair`, fix) every session under the store's root."""
     started = time.time_ns()
     report = RecoveryReport(root=str(store.layout.root), repair=repair, started_at_ns=started)
-    ids, temps, loose_temps, other = scan_ids(store)
-    report.other.extend(other)
+    scan = _scan(store)
+    report.other.extend(scan.other)
+    results: dict[str, tuple[SessionReport, Recovered | None]] = {}
+    mine: list[str] = scan.ids
+    children: list[forked.Child | None] = []
+    shares: list[list[str]] = []
+    processes = forked.workers() if _can_fork(store, len(scan.ids)) else 1
+    if processes > 1:
+        # Other processes check their shares read-only; whatever they find untouched needs
+        # nothing more, the rest comes back to this process (which alone changes anything).
+        shares = [scan.ids[n::processes] for n in range(processes)]
+        mine = shares[0]
+        children = forked.start(shares[1:], lambda share: _check_share(store, scan, share, check_backups))
+    for session_id in mine:
+        results[session_id] = _recover(store, scan, session_id, repair, check_backups)
+    for share, data in zip(shares[1:], forked.collect(children)):
+        if data is not None:
+            for checked in _checked_decoder.decode(data):
+                load = _loader(store, checked.report.session_id)
+                results[checked.report.session_id] = (checked.report, Recovered.outlined(checked.outline, checked.seq, load))
+        for session_id in share:
+            if session_id not in results:
+                results[session_id] = _recover(store, scan, session_id, repair, check_backups)
     recovered: dict[str, Recovered] = {}
-    for session_id in ids:
-        session_report, found = recover_session(
-            store, session_id, temps.get(session_id, []), repair=repair, check_backups=check_backups
-        )
+    for session_id in scan.ids:
+        session_report, found = results[session_id]
         report.sessions.append(session_report)
         if found is not None:
             recovered[session_id] = found
-    for path in loose_temps:
+    for path in scan.loose_temps:
         name = _relative(store, path)
         if repair:
             quarantine.move(store.ops, store.layout.quarantine, path, "stale temp file")
@@ -170,18 +252,102 @@ def recover_all(
     return report, recovered
 
 
+# Below this many sessions, one process is quicker than forking others.
+PARALLEL_MIN = 300
+
+
+class _Checked(msgspec.Struct, array_like=True):
+    """What a child process sends back for a session it found untouched and finished."""
+
+    report: SessionReport
+    outline: Session
+    seq: int
+
+
+_checked_decoder = msgspec.msgpack.Decoder(list[_Checked])
+
+
+def _can_fork(store: SessionStore, count: int) -> bool:
+    # Only over the real file system: a stand-in (a model of the disk in tests) lives in this
+    # process's memory, and counts its calls.
+    return count >= PARALLEL_MIN and forked.AVAILABLE and type(store.ops) is OsFileOps
+
+
+def _recover(
+    store: SessionStore, scan: _Scan, session_id: str, repair: bool, check_backups: bool
+) -> tuple[SessionReport, Recovered | None]:
+    session_report, found = recover_session(
+        store, session_id, scan.temps.get(session_id, []), repair=repair, check_backups=check_backups,
+        generations=scan.backups.get(session_id, []), segments=scan.segments.get(session_id, []),
+        main_exists=session_id in scan.mains, trust_finished=not check_backups,
+    )
+    if found is not None and _untouched(session_report) and not is_live(found.session):
+        found = Recovered.outlined(_outline(found.session), found.seq, _loader(store, session_id))
+    return session_report, found
+
+
+def _check_share(store: SessionStore, scan: _Scan, share: Sequence[str], check_backups: bool) -> bytes:
+    """In a child process: the sessions of `share` that are untouched and finished, examined
+    without repair (for those, repair would do nothing: their reports are the same)."""
+    checked = []
+    for session_id in share:
+        session_report, found = recover_session(
+            store, session_id, scan.temps.get(session_id, []), repair=False, check_backups=check_backups,
+            generations=scan.backups.get(session_id, []), segments=scan.segments.get(session_id, []),
+            main_exists=session_id in scan.mains, trust_finished=not check_backups,
+        )
+        if found is not None and _untouched(session_report) and not is_live(found.session):
+            checked.append(_Checked(session_report, _outline(found.session), found.seq))
+    return msgspec.msgpack.encode(checked)
+
+
+def _quiet(store: SessionStore, session_id: str, temp_files: list[Path], segments: list[tuple[int, Path]] | None, seq: int) -> bool:
+    """No temp file, and nothing in the journal after `seq` (neither records nor damage)."""
+    if temp_files:
+        return False
+    after = journal.read_segments(store.ops, store.layout.journal, session_id, segments, after_seq=seq)
+    return not after.records and not after.damage
+
+
+def _untouched(report: SessionReport) -> bool:
+    """Recovery chose the session's own snapshot, found nothing wrong and replayed nothing."""
+    return (
+        report.status == "ok" and not report.replayed and not report.problems
+        and report.source == f"sessions/{report.session_id}.json"
+    )
+
+
+def _loader(store: SessionStore, session_id: str) -> Callable[[], Session]:
+    return lambda: store.load(session_id)
+
+
 def recover_session(
     store: SessionStore,
     session_id: str,
     temp_files: list[Path],
     repair: bool,
     check_backups: bool = False,
+    generations: list[backups.Backup] | None = None,
+    segments: list[tuple[int, Path]] | None = None,
+    main_exists: bool | None = None,
+    trust_finished: bool = False,
 ) -> tuple[SessionReport, Recovered | None]:
+    """Recover one session. `generations` (oldest first), `segments` and `main_exists` are its
+    backups, journal segments and whether its snapshot is there, when the caller has listed the
+    directories already (recover_all lists each once for all sessions). `trust_finished`: see
+    snapshot.decode (start-up only: a later load of the session checks everything)."""
     report = SessionReport(session_id=session_id)
     main_path = store.layout.session_file(session_id)
-    main_exists = store.ops.exists(main_path)
-    main = _Candidate(main_path, "main", store.read(main_path, session_id)) if main_exists else None
-    generations = list(reversed(backups.for_session(store.ops, store.layout.backups, session_id)))
+    if main_exists is None:
+        main_exists = store.ops.exists(main_path)
+    main = _Candidate(main_path, "main", store.read(main_path, session_id, trust_finished)) if main_exists else None
+    if trust_finished and main is not None and main.decoded.usable and not _quiet(store, session_id, temp_files, segments, main.decoded.seq):
+        # Trust is only for a session recovery leaves as it is, never held in memory: this one
+        # has more to it (temp files, journal records or damage), so every check applies.
+        main = _Candidate(main_path, "main", store.read(main_path, session_id))
+    if generations is None:
+        generations = backups.for_session(store.ops, store.layout.backups, session_id)
+    generations = list(reversed(generations))
 
     examined: list[_Candidate] = []
     source: _Candidate | None = main if main is not None and main.decoded.usable else None
@@ -222,7 +388,8 @@ def recover_session(
 
     base = source.decoded.session if source is not None else None
     base_seq = source.decoded.seq if source is not None else 0
-    replayed = _replay_journal(store, session_id, base, base_seq, repair, report)
+    # Only fsck (check_backups) reads the segments that hold nothing after the chosen copy.
+    replayed = _replay_journal(store, session_id, base, base_seq, repair, report, segments, skip_covered=not check_backups)
 
     if replayed.session is None:
         report.status = "unrecoverable"
@@ -270,10 +437,23 @@ def recover_session(
 
 
 def _replay_journal(
-    store: SessionStore, session_id: str, base: Session | None, base_seq: int, repair: bool, report: SessionReport
+    store: SessionStore,
+    session_id: str,
+    base: Session | None,
+    base_seq: int,
+    repair: bool,
+    report: SessionReport,
+    segments: list[tuple[int, Path]] | None = None,
+    skip_covered: bool = False,
 ) -> Replayed:
-    """Apply the journal after the chosen copy; cut torn tails and keep damaged segments (repair)."""
-    read = journal.read_segments(store.ops, store.layout.journal, session_id)
+    """Apply the journal after the chosen copy; cut torn tails and keep damaged segments (repair).
+
+    With `skip_covered` (start-up), records at or below the copy's sequence are not decoded and
+    segments holding only such records are not read: replay would skip them anyway, so damage
+    there costs nothing and is left to fsck, which reads everything."""
+    read = journal.read_segments(
+        store.ops, store.layout.journal, session_id, segments, after_seq=base_seq if skip_covered else 0
+    )
     for damage in read.damage:
         where = f"{_relative(store, damage.segment)} at byte {damage.offset}"
         if damage.torn_tail:

@@ -186,15 +186,16 @@ class SessionStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def read(self, path: Path, expected_id: str | None = None) -> snapshot.Decoded:
-        """Decode one snapshot or backup file; unreadable files give a Decoded with a problem."""
+    def read(self, path: Path, expected_id: str | None = None, trust_finished: bool = False) -> snapshot.Decoded:
+        """Decode one snapshot or backup file; unreadable files give a Decoded with a problem
+        (`trust_finished`: see snapshot.decode)."""
         try:
             data = self.ops.read_bytes(path)
         except FileNotFoundError:
             return snapshot.Decoded(None, problem="file not found")
         except OSError as exc:
             return snapshot.Decoded(None, problem=f"cannot read: {exc.strerror or exc}")
-        return snapshot.decode(data, expected_id)
+        return snapshot.decode(data, expected_id, trust_finished)
 
     def read_seq(self, path: Path) -> int:
         """The journal sequence a snapshot or backup file contains, 0 when it has none or cannot
