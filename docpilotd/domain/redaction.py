@@ -197,7 +197,8 @@ class Redactor:
                 target, pattern = (lower, lower_regex) if len(lower) == len(text) else (text, regex)
             else:
                 target, pattern = text, regex
-            spans = self._spans(pattern, groups, target)
+            # A secret already replaced is not counted again (redacting twice changes nothing).
+            spans = [span for span in self._spans(pattern, groups, target) if text[span[0] : span[1]] != self.marker]
             if spans:
                 text = self._replace(text, spans)
                 total += len(spans)

@@ -128,19 +128,27 @@ class Spool:
             return self.ingested - before
 
     def _scan(self) -> list[Path]:
+        """Claimed files first, oldest first, then live ones: a shell's lines are read in the order
+        it wrote them (a line that reached a file just before it was claimed comes before the lines
+        of the shell's next file; the capture marks would take it for a duplicate otherwise)."""
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return []
-        found = []
+        claimed, live = [], []
+        left_over = False
         for name in names:
             path = self.directory / name
             if name.endswith(".jsonl"):
-                found.append(path)
+                live.append(path)
             elif name.endswith(".claimed"):
-                self._claimed.setdefault(path, time.monotonic())  # one left by an earlier run too
-                found.append(path)
-        return found
+                if path not in self._claimed:  # one left by an earlier run too: retire it soon
+                    self._claimed[path] = time.monotonic()
+                    left_over = True
+                claimed.append(path)
+        if left_over:
+            self._retire_soon()
+        return claimed + live
 
     async def _ingest_file(self, path: Path) -> None:
         offset = self._offsets.get(path, 0)

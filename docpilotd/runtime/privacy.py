@@ -126,9 +126,10 @@ async def redact(
     examined = 0
     snapshot_name = f"sessions/{entry.session_id}.json"
     for _ in range(ROUNDS):
+        main_dirty = await _io(engine, _file_holds, scrubber, store.layout.session_file(entry.session_id))
+        # No pause from here to the commit: the Replace is queued right behind every applied change.
         session = await _settled(engine, entry)
         clean, count = scrubber.redactor.session(session)
-        main_dirty = await _io(engine, _file_holds, scrubber, store.layout.session_file(entry.session_id))
         if count or main_dirty:
             # Also when only the snapshot holds it (memory came from a restore): rewrite it from memory.
             await engine.commit(entry, changes.Replace(session=clean, reason="redact"))
