@@ -1,0 +1,90 @@
+"""Durable changes per second from 8 concurrent clients (group commit), each a separate process.
+
+    python benchmarks/throughput.py [--quick]
+
+Each client is its own Python process (threads of one process would share one GIL and measure the
+client, not the daemon) with its own persistent connection, sending notes one at a time and waiting
+for each reply (a closed loop, as a shell or an editor would). Clients first connect and report
+ready; all then start together. Durability is "always": a reply means the change is fsynced, and
+changes that arrive together share one fsync. Two workloads: all 8 clients on one session (eight
+terminals documenting one task) and each client on its own session. The disk's write+fsync cost is
+measured in the same run and shown beside.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from common import Conn, Figure, fsync_cost, ms, percentile, start_daemon, stop_daemon, workdir
+
+CLIENTS = 8
+CLIENT = Path(__file__).resolve().parent / "load_client.py"
+GOAL = 10_000
+
+
+def drive(socket_path: Path, sessions: list[str], count: int, op: str = "annotate") -> tuple[float, list[float], int]:
+    """Run CLIENTS client processes (client i on sessions[i % len]); (requests/s, latencies, failures)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-I", "-S", str(CLIENT), str(socket_path), sessions[i % len(sessions)], str(count), op],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for i in range(CLIENTS)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [json.loads(proc.communicate(timeout=600)[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    started = min(r["started"] for r in results)
+    ended = max(r["ended"] for r in results)
+    latencies = [x for r in results for x in r["latencies"]]
+    return len(latencies) / (ended - started), latencies, sum(r["failures"] for r in results)
+
+
+def run(quick: bool) -> list[Figure]:
+    count = 500 if quick else 5000
+    figures: list[Figure] = []
+    with workdir("tput") as tmp:
+        fsync = fsync_cost(tmp)
+        daemon, _ = start_daemon(tmp / "home", env={"DOCPILOT_DURABILITY": "always"})
+        try:
+            conn = Conn(daemon.socket_path)
+            sessions = [conn.call({"op": "start", "description": f"throughput {i}"})["id"] for i in range(CLIENTS)]
+            drive(daemon.socket_path, sessions[:1], 50)  # warm-up
+            rate_one, lat_one, failed_one = drive(daemon.socket_path, sessions[:1], count)
+            rate_many, lat_many, failed_many = drive(daemon.socket_path, sessions, count)
+            total = sum(conn.call({"op": "status", "session": s})["session"]["annotations"] for s in sessions)
+            conn.close()
+        finally:
+            stop_daemon(daemon)
+    expected = CLIENTS * count * 2 + 50 * CLIENTS
+    ok = failed_one == failed_many == 0 and total == expected
+    figures.append(Figure(
+        f"{CLIENTS} clients, one session, durability always",
+        f"{rate_one:,.0f} changes/s, p50 {ms(percentile(lat_one, 0.5))}, p99 {ms(percentile(lat_one, 0.99))}",
+        f">= {GOAL:,}/s", rate_one >= GOAL and ok,
+        note=f"{rate_one * fsync:.1f} changes per fsync-time; disk {ms(fsync)} per fsync",
+    ))
+    figures.append(Figure(
+        f"{CLIENTS} clients, {CLIENTS} sessions, durability always",
+        f"{rate_many:,.0f} changes/s, p50 {ms(percentile(lat_many, 0.5))}, p99 {ms(percentile(lat_many, 0.99))}",
+        note="" if ok else f"failures {failed_one + failed_many}, stored {total} of {expected}",
+    ))
+    return figures
+
+
+if __name__ == "__main__":
+    from run import print_table
+
+    print_table(run("--quick" in sys.argv), quick="--quick" in sys.argv)
