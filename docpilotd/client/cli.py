@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         op, fields = request_for(args)
         with Connection() as conn:
             result = conn.request(op, **fields)
-        if args.verb == "export" and args.format == "markdown":
+        if args.verb == "export" and args.format == "markdown" and (args.output or not args.json):
             if args.output:
                 _write_text(Path(args.output), result["markdown"])
                 if args.json:

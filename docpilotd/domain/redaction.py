@@ -14,14 +14,18 @@ compile once, here, and a `PatternError` names the bad one); `session()` and `ch
 free text (descriptions, commands, output, annotations, event details, metadata values), never
 ids, timestamps, types or numbers, so a redacted session is still valid and replays the same way;
 they return the input object itself when nothing matched, and a new object otherwise (the input
-is never mutated: the daemon may be reading it in another thread).
+is never mutated: the daemon may be reading it in another thread); redacting a redacted text
+changes nothing and counts nothing. Cost: every built-in rule runs in linear time on any input and
+only on text containing one of its trigger substrings, so an ordinary command costs a few
+microseconds and a megabyte of output about 0.2 s.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
@@ -29,6 +33,7 @@ from . import changes
 from .model import Annotation, CommandEntry, ErrorState, Session, SessionEvent, SessionMetadata
 
 MARKER = "[REDACTED]"
+_T = TypeVar("_T")
 
 # A value as a shell or a config file writes it: quoted, or up to whitespace or a shell operator.
 _VALUE = r"""(?:"(?P<secret_dq>[^"\n]*+)"|'(?P<secret_sq>[^'\n]*+)'|(?P<secret>(?![-=]|\[REDACTED\]|\[redacted\])[^\s'";&|]++))"""
@@ -47,7 +52,6 @@ def _args(program: str) -> str:
     """Between a program's name and one of its options: the rest of that command, within reason
     (never past the program's next mention, so every character is looked at once)."""
     return rf"(?:(?!{program})[^\n;|&]){{0,300}}?[ \t]"
-
 
 
 # (name, triggers, lowercase, regex). A rule runs only on text that contains one of its triggers
@@ -153,6 +157,8 @@ def literal_rule(text: str, name: str = "literal") -> Rule:
 _DEFAULTS: tuple[Rule, ...] = tuple(
     compile_rule(name, pattern, 0, triggers, lowercase) for name, triggers, lowercase, pattern in DEFAULT_RULES
 )
+
+
 class Redactor:
     """Compiled rules applied in order; see the module docstring."""
 
@@ -262,9 +268,10 @@ class Redactor:
         """The whole session with every free-text field redacted; the same object when clean."""
         total = 0
 
-        def each(items: list, fn) -> list:  # type: ignore[type-arg, no-untyped-def]
+        def each(items: list[_T], fn: Callable[[_T], tuple[_T, int]]) -> list[_T]:
+            """A new list when an item changed (items are never changed in place), else `items`."""
             nonlocal total
-            out = []
+            out: list[_T] = []
             changed = False
             for item in items:
                 new, n = fn(item)

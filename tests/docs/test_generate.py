@@ -14,7 +14,7 @@ import msgspec
 
 from docpilotd.storage import snapshot
 from tests.conftest import build_session
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import Daemon, DaemonFactory
 
 USAGE, NO_SESSION = 2, 4
 
@@ -143,3 +143,19 @@ def test_generating_a_large_session_never_holds_up_other_clients(daemon: Daemon,
     assert took > 0.3, f"too small a session to show anything ({took:.2f} s)"
     assert len(latencies) >= 5 and max(latencies) < max(0.25, took / 4), (took, max(latencies))
     assert msgspec.json.decode((daemon.home / "sessions" / f"{sid}.json").read_bytes())["id"] == sid
+
+
+def test_the_new_verbs_say_when_the_daemon_is_not_running(daemons: DaemonFactory) -> None:
+    d = daemons(start=False)
+    for args in (("generate",), ("gen", "-o", "x.md"), ("doc",), ("redact", "--session", "abcd", "s3cret"),
+                 ("purge", "--session", "abcd"), ("export", "--format", "markdown")):
+        rc, _, err = d.client(*args)
+        assert rc == 3 and "docpilotd run" in err, (args, rc, err)
+    rc, _, err = d.client("redact", "--session", "abcd")  # no secret given (standard input is empty)
+    assert rc == USAGE and "no secret" in err
+
+
+def test_export_markdown_as_json(daemon: Daemon, tmp_path: Path) -> None:
+    sid = _session(daemon, _work(tmp_path))
+    result = daemon.client_json("export", "--format", "markdown", "--session", sid)
+    assert result["session"] == sid and result["markdown"].startswith("# Set up the staging proxy\n")
