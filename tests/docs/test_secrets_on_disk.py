@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
+from docpilotd.storage import snapshot
+from tests.conftest import build_session
 from tests.daemon_harness import Daemon, DaemonFactory, wait_for
 from tests.docs.disk import Hook, directories_of, every_file, files_holding
 from tests.docs.test_redaction import SECRET_FORMS
@@ -113,3 +116,19 @@ def test_patterns_are_reloaded_on_sighup(daemon: Daemon) -> None:
     daemon.call("record", session=sid, command="deploy corp-5555666677778888", exit_code=0)
     commands = [c["command"] for c in daemon.call("show", session=sid)["commands"]]
     assert commands == ["deploy corp-1111222233334444", "deploy [REDACTED]"]
+
+
+def test_an_imported_session_is_redacted_before_it_is_stored(daemon: Daemon, tmp_path: Path) -> None:
+    session = build_session(commands=2, annotations=1, description="Imported: export API_TOKEN=import-secret-1")
+    session.commands[0].command = "mysql -u root -pimport-secret-2 app"
+    session.annotations[0].text = "password: import-secret-3"
+    source = tmp_path / "work" / "exported.json"
+    source.parent.mkdir()
+    source.write_bytes(snapshot.encode_plain(session))
+    sid = daemon.call("import", path=str(source))["id"]
+    shown = daemon.call("show", session=sid)
+    assert shown["commands"][0]["command"] == "mysql -u root -p[REDACTED] app"
+    assert shown["annotations"][0]["text"] == "password: [REDACTED]"
+    assert shown["description"] == "Imported: export API_TOKEN=[REDACTED]"
+    assert not files_holding(daemon.home, "import-secret-1", "import-secret-2", "import-secret-3")
+    assert (daemon.home / "sessions" / f"{sid}.json").is_file()
