@@ -230,8 +230,10 @@ def recover_all(
     for share, data in zip(shares[1:], forked.collect(children)):
         if data is not None:
             for checked in _checked_decoder.decode(data):
-                load = _loader(store, checked.report.session_id)
-                results[checked.report.session_id] = (checked.report, Recovered.outlined(checked.outline, checked.seq, load))
+                session_id = checked.report.session_id
+                results[session_id] = (checked.report, Recovered.outlined(checked.outline, checked.seq, _loader(store, session_id)))
+                if checked.identity is not None:
+                    store.remember(session_id, Identity(*checked.identity))
         for session_id in share:
             if session_id not in results:
                 results[session_id] = _recover(store, scan, session_id, repair, check_backups)
@@ -262,6 +264,7 @@ class _Checked(msgspec.Struct, array_like=True):
     report: SessionReport
     outline: Session
     seq: int
+    identity: tuple[int, int, int] | None = None  # of the snapshot file recovery accepted
 
 
 _checked_decoder = msgspec.msgpack.Decoder(list[_Checked])
@@ -281,7 +284,7 @@ def _recover(
         generations=scan.backups.get(session_id, []), segments=scan.segments.get(session_id, []),
         main_exists=session_id in scan.mains, trust_finished=not check_backups,
     )
-    if found is not None and _untouched(session_report) and not is_live(found.session):
+    if found is not None and found.held and _untouched(session_report) and not is_live(found.session):
         found = Recovered.outlined(_outline(found.session), found.seq, _loader(store, session_id))
     return session_report, found
 
@@ -296,8 +299,10 @@ def _check_share(store: SessionStore, scan: _Scan, share: Sequence[str], check_b
             generations=scan.backups.get(session_id, []), segments=scan.segments.get(session_id, []),
             main_exists=session_id in scan.mains, trust_finished=not check_backups,
         )
-        if found is not None and _untouched(session_report) and not is_live(found.session):
-            checked.append(_Checked(session_report, _outline(found.session), found.seq))
+        if found is not None and _untouched(session_report) and not is_live(found.outline):
+            known = store.written_identity(session_id)
+            identity = (known.ino, known.size, known.mtime_ns) if known is not None else None
+            checked.append(_Checked(session_report, _outline(found.outline), found.seq, identity))
     return msgspec.msgpack.encode(checked)
 
 
@@ -307,6 +312,21 @@ def _quiet(store: SessionStore, session_id: str, temp_files: list[Path], segment
         return False
     after = journal.read_segments(store.ops, store.layout.journal, session_id, segments, after_seq=seq)
     return not after.records and not after.damage
+
+
+def _as_it_is(store: SessionStore, session_id: str, session: Session, seq: int) -> tuple[SessionReport, Recovered]:
+    """The report and outline of a finished session recovery leaves untouched (what the general
+    path gives for it: its own snapshot as the source, nothing replayed, no problem). The file's
+    identity is remembered as the daemon's own, as the watcher would at start (see store)."""
+    try:
+        store.remember(session_id, Identity.of(store.ops.stat(store.layout.session_file(session_id))))
+    except OSError:
+        pass  # the watcher looks at it again
+    report = SessionReport(
+        session_id=session_id, status="ok", source=f"sessions/{session_id}.json", seq=seq,
+        state=state_name(session.state), commands=len(session.commands), annotations=len(session.annotations),
+    )
+    return report, Recovered.outlined(_outline(session), seq, _loader(store, session_id))
 
 
 def _untouched(report: SessionReport) -> bool:
@@ -341,10 +361,17 @@ def recover_session(
     if main_exists is None:
         main_exists = store.ops.exists(main_path)
     main = _Candidate(main_path, "main", store.read(main_path, session_id, trust_finished)) if main_exists else None
-    if trust_finished and main is not None and main.decoded.usable and not _quiet(store, session_id, temp_files, segments, main.decoded.seq):
-        # Trust is only for a session recovery leaves as it is, never held in memory: this one
-        # has more to it (temp files, journal records or damage), so every check applies.
-        main = _Candidate(main_path, "main", store.read(main_path, session_id))
+    if trust_finished and main is not None and main.decoded.usable:
+        decoded = main.decoded
+        if _quiet(store, session_id, temp_files, segments, decoded.seq):
+            if decoded.session is not None and decoded.integrity == "verified" and not is_live(decoded.session):
+                # The common case at start-up, without the general machinery below: a finished
+                # session whose own verified snapshot is all there is. Recovery leaves it as it is.
+                return _as_it_is(store, session_id, decoded.session, decoded.seq)
+        else:
+            # Trust is only for a session recovery leaves as it is, never held in memory: this one
+            # has more to it (temp files, journal records or damage), so every check applies.
+            main = _Candidate(main_path, "main", store.read(main_path, session_id))
     if generations is None:
         generations = backups.for_session(store.ops, store.layout.backups, session_id)
     generations = list(reversed(generations))
