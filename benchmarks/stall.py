@@ -2,8 +2,9 @@
 
     python benchmarks/stall.py [--quick]
 
-A prober process sends cheap requests (`status`) one after another over its own connection and
-records when each was sent and how long its reply took. Meanwhile this process repeatedly changes
+A prober process sends requests one after another over its own connection, alternately a
+`status` and a note to the large session itself, and records when each was sent and how long its
+reply took. Meanwhile this process repeatedly changes
 the large live session and asks for a checkpoint (`save`, which is what autosave does every 30 s):
 the figure is the longest reply time of any probe that overlapped a checkpoint. Two cases: the
 daemon that imported the session (everything it wrote is known to it) and a freshly restarted
@@ -32,9 +33,12 @@ out = []
 buffer = b""
 print("ready", flush=True)
 deadline = clock() + float(sys.argv[2])
+note = json.dumps({"op": "annotate", "session": sys.argv[3], "text": "probe"}).encode() + b"\\n"
+n = 0
 while clock() < deadline:
     t0 = clock()
-    sock.sendall(b'{"op":"status"}\\n')
+    n += 1
+    sock.sendall(note if n % 2 else b'{"op":"status"}\\n')
     while b"\\n" not in buffer:
         buffer += sock.recv(65536)
     _, _, buffer = buffer.partition(b"\\n")
@@ -46,7 +50,7 @@ print(json.dumps(out), flush=True)
 def probe_during(socket_path: Path, conn: Conn, session: str, checkpoints: int) -> tuple[float, float, list[float]]:
     """(longest probe wait overlapping a checkpoint, longest probe wait otherwise, checkpoint durations)."""
     prober = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", PROBER, str(socket_path), str(2.0 + checkpoints * 1.5)],
+        [sys.executable, "-I", "-S", "-c", PROBER, str(socket_path), str(2.0 + checkpoints * 1.5), session],
         stdout=subprocess.PIPE, text=True,
     )
     assert prober.stdout is not None and prober.stdout.readline().strip() == "ready"

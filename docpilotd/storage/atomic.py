@@ -19,6 +19,9 @@ from ..errors import DiskFull, StorageError
 from .fsops import FileOps
 
 TEMP_PREFIX = ".tmp-"
+# A large file is written out every this many bytes (a journal commit then waits behind at most
+# this much of it on the disk's queue, not behind the whole snapshot of a large session).
+SETTLE_BYTES = 4 << 20
 TEMP_SUFFIX = ".tmp"
 
 
@@ -45,8 +48,13 @@ def write_atomic(ops: FileOps, path: Path, data: bytes | Sequence[bytes]) -> os.
     fd: int | None = None
     try:
         fd = ops.open_exclusive(temp, 0o600)
+        unsettled = 0
         for block in [data] if isinstance(data, bytes) else data:
+            if unsettled >= SETTLE_BYTES:
+                ops.settle(fd)  # pacing for large files: see FileOps.settle
+                unsettled = 0
             ops.write_all(fd, block)
+            unsettled += len(block)
         ops.fsync(fd)
         ops.close(fd)
         fd = None

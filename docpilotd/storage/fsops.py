@@ -72,6 +72,12 @@ class FileOps:
         """The last `size` bytes of a file (all of it when shorter)."""
         return self.read_bytes(path)[-size:]
 
+    def settle(self, fd: int) -> None:
+        """Write out what was written to `fd` so far, now: a large file then reaches the disk in
+        bursts, and a small fsync of another file (a journal commit) waits behind one burst, not
+        behind the whole file. Only pacing, never relied on for durability (the file's own fsync
+        is), so a stand-in file system may ignore it."""
+
     def list_regular(self, path: Path) -> dict[str, bool]:
         """Every name in a directory, and whether it is a regular file itself (not a symlink)."""
         found = {}
@@ -146,6 +152,9 @@ class OsFileOps(FileOps):
             return b"".join(chunks)
         finally:
             os.close(fd)
+
+    def settle(self, fd: int) -> None:
+        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
 
     def read_tail(self, path: Path, size: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
