@@ -19,6 +19,14 @@ Backups are examined only when the main file is unusable, unless `check_backups`
 it): reading every generation of every session would multiply startup time for no gain. Likewise,
 start-up reads only the journal after the chosen copy (fsck reads it all), and `recover_all` lists
 each directory once for every session.
+
+Start-up with many sessions, and why it stays cheap: most sessions are finished, and recovery
+leaves them as they are (their own verified snapshot is all there is). For those, `recover_all`
+keeps an outline (no commands, annotations or events) that loads the session on first use, skips
+the per-item checks (see snapshot.decode: they run in full when the session is loaded), and lets
+forked processes examine a share each, read-only (see `forked`): a child reports back the sessions
+it found untouched, and this process handles every other one itself, repairs included, so the
+outcome is what one process alone would produce.
 """
 
 from __future__ import annotations
