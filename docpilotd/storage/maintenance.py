@@ -122,9 +122,9 @@ def cleanup(
             continue
         for backup in generations:
             if backup.ns < cutoff:
-                _unlink(store, backup.path)
+                unlink_file(store, backup.path)
                 removed_backups.append(backup.name)
-    _sync(store, store.layout.backups)
+    sync_dir(store, store.layout.backups)
     return CleanupResult(removed_sessions=removed_sessions, removed_backups=removed_backups)
 
 
@@ -132,31 +132,34 @@ def remove_session_files(store: SessionStore, session_id: str) -> list[str]:
     """Delete a session everywhere: main file, backups, journal. Only on an explicit request."""
     removed: list[str] = []
     for backup in backups.for_session(store.ops, store.layout.backups, session_id):
-        _unlink(store, backup.path)
+        unlink_file(store, backup.path)
         removed.append(f"backups/{backup.name}")
     for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id):
-        _unlink(store, segment)
+        unlink_file(store, segment)
         removed.append(f"journal/{segment.name}")
     main = store.layout.session_file(session_id)
     if store.ops.exists(main):
-        _unlink(store, main)
+        unlink_file(store, main)
         removed.append(f"sessions/{main.name}")
     store.forget(session_id)
     for directory in (store.layout.backups, store.layout.journal, store.layout.sessions):
-        _sync(store, directory)
+        sync_dir(store, directory)
     return removed
 
 
-def _unlink(store: SessionStore, path: Path) -> None:
+def unlink_file(store: SessionStore, path: Path) -> bool:
+    """Remove `path`; False when it was already gone, StorageError for any other failure."""
     try:
         store.ops.unlink(path)
     except FileNotFoundError:
-        pass
+        return False
     except OSError as exc:
         raise storage_error(exc, f"removing {path.name}") from exc
+    return True
 
 
-def _sync(store: SessionStore, directory: Path) -> None:
+def sync_dir(store: SessionStore, directory: Path) -> None:
+    """fsync a directory of the data root (a missing one is fine); StorageError on failure."""
     try:
         store.ops.fsync_dir(directory)
     except FileNotFoundError:

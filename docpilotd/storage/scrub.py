@@ -35,7 +35,7 @@ from ..domain.redaction import Redactor, json_escaped, literal_rule
 from . import backups
 from .atomic import TEMP_PREFIX, storage_error, write_atomic
 from .journal import HEADER, frame, scan_segment, segments_of
-from .maintenance import remove_session_files
+from .maintenance import remove_session_files, sync_dir, unlink_file
 from .snapshot import decode, encode, plain_session
 from .store import SessionStore
 
@@ -186,17 +186,9 @@ def purge_files(store: SessionStore, session_id: str) -> list[str]:
     """Delete every file of the session; returns what was removed (relative to the root)."""
     removed: list[str] = []
     for path in [*quarantined_files(store, session_id), *stale_temp_files(store, session_id)]:
-        try:
-            store.ops.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise storage_error(exc, f"removing {path.name}") from exc
-        removed.append(_relative(store, path))
+        if unlink_file(store, path):
+            removed.append(_relative(store, path))
     for directory in (store.layout.quarantine, store.layout.sessions):
-        try:
-            store.ops.fsync_dir(directory)
-        except OSError as exc:
-            raise storage_error(exc, f"syncing {directory.name}/") from exc
+        sync_dir(store, directory)
     removed.extend(remove_session_files(store, session_id))
     return removed
