@@ -103,12 +103,16 @@ def load(explicit_file: str | None = None, overrides: dict[str, Any] | None = No
 
 
 def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
+    # Check the encoding ourselves: msgspec versions differ in how they report bad UTF-8
+    # (UnicodeDecodeError before 0.23, a DecodeError with Python's message after).
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     try:
         data = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     if not isinstance(data, dict):  # pragma: no cover - TOML documents are tables
         raise ConfigError(f"{path}: not a TOML table")
     _convert(data, str(path), strict=True)  # names the bad key against the file itself
