@@ -42,6 +42,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Redaction of secrets before anything is stored (see docpilotd/domain/redaction.py).
     redact_defaults: bool = True
     redact_patterns: list[Annotated[str, msgspec.Meta(max_length=4096)]] = msgspec.field(default_factory=list)
+    # Shell capture: record the tool's own command lines (`docpilot note ...`) as commands too.
+    record_own_commands: bool = False
     limits: Limits = msgspec.field(default_factory=Limits)
 
     @property

@@ -75,6 +75,10 @@ class Record(_SessionRequest, tag="record"):
     duration_ms: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
     started_at: ShortText | None = None  # RFC 3339; the daemon's clock when absent
     started_us: Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None = None  # epoch microseconds (hooks)
+    # fish has no clock builtin: it reads the boot clock (/proc/uptime, seconds) when it writes the
+    # line, and names the boot it read it in; the daemon turns that into the wall-clock start.
+    uptime_s: Annotated[float, msgspec.Meta(ge=0, le=2**40)] | None = None
+    boot_id: ShortText | None = None
     output: Text | None = None
     # A spooled record carries the id the hook gave it, so a replayed spool never duplicates.
     capture_id: ShortText | None = None

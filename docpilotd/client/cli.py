@@ -172,6 +172,10 @@ def _secret(given: str | None) -> str:
     return secret
 
 
+# Verbs that read a session: without --session they use the most recent one, live or stopped.
+_READING_VERBS = frozenset({"generate", "gen", "doc", "show", "export", "annotations", "list", "backups"})
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -185,29 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         op, fields = request_for(args)
         with Connection() as conn:
             result = conn.request(op, **fields)
-        if args.verb == "export" and args.format == "markdown" and (args.output or not args.json):
-            if args.output:
-                _write_text(Path(args.output), result["markdown"])
-                if args.json:
-                    print(json.dumps({"exported": str(Path(args.output).absolute()), "session": result["session"]}))
-                else:
-                    print(f"exported {result['session']} to {args.output}")
-            else:
-                sys.stdout.write(result["markdown"])
-            return 0
-        if args.verb == "generate" and "markdown" in result and not args.json:
-            sys.stdout.write(result["markdown"])
-            return 0
-        if args.verb == "export" and args.output:
-            _write_export(Path(args.output), result)
-            result_for_print: Any = {"exported": str(Path(args.output).absolute()), "session": result.get("id")}
-            print(json.dumps(result_for_print) if args.json else f"exported {result.get('id')} to {args.output}")
-            return 0
-        if args.json:
-            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-        else:
-            render(args.verb, result)
-        return 0
+        code = _deliver(args, result)
+        if args.verb in _READING_VERBS and fields.get("session") is None and isinstance(result, dict):
+            used = result.get("session") if isinstance(result.get("session"), str) else result.get("id")
+            print(f"docpilot: that was session {used} (the most recent; --session ID for another)", file=sys.stderr)
+        return code
     except DocpilotError as exc:
         print(f"docpilot: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -215,6 +201,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head`
         return 0
+
+
+def _deliver(args: argparse.Namespace, result: Any) -> int:
+    """Print or write what the daemon answered, as the verb asks."""
+    if args.verb == "export" and args.format == "markdown" and (args.output or not args.json):
+        if args.output:
+            _write_text(Path(args.output), result["markdown"])
+            if args.json:
+                print(json.dumps({"exported": str(Path(args.output).absolute()), "session": result["session"]}))
+            else:
+                print(f"exported {result['session']} to {args.output}")
+        else:
+            sys.stdout.write(result["markdown"])
+        return 0
+    if args.verb == "generate" and "markdown" in result and not args.json:
+        sys.stdout.write(result["markdown"])
+        return 0
+    if args.verb == "export" and args.output:
+        _write_export(Path(args.output), result)
+        result_for_print: Any = {"exported": str(Path(args.output).absolute()), "session": result.get("id")}
+        print(json.dumps(result_for_print) if args.json else f"exported {result.get('id')} to {args.output}")
+        return 0
+    if args.json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    else:
+        render(args.verb, result)
+    return 0
 
 
 def _write_export(path: Path, session: Any) -> None:

@@ -85,13 +85,14 @@ class App:
             # Commands shells spooled while the daemon was down are part of recovery: ingested
             # before the socket serves anyone.
             markers = Markers(self.layout)
-            engine.on_state_change = lambda: markers.sync(engine)
-            markers.sync(engine)
-            self.spool = Spool(engine, ctx)
-            ctx.spool = self.spool  # redact and purge remove spool files too
+            engine.on_state_change = lambda: _sync_markers(markers, engine)
+            _sync_markers(markers, engine)
+            self.spool = Spool(engine, ctx.recorder, ctx.privacy)
+            ctx.spool = self.spool  # verbs read what was typed first; redact and purge remove spool files
             spooled = await self.spool.ingest()
             if spooled:
                 log.info("recovery: %d command(s) ingested from the shell spool", spooled)
+            self.spool.start()
             self.watcher = Watcher(engine, self.config.rescan_interval, self.spool)
             self.watcher.start()
             self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
@@ -129,6 +130,7 @@ class App:
         if self.watcher is not None:
             self.watcher.stop()
         if self.spool is not None:
+            self.spool.stop()
             try:
                 await self.spool.ingest()  # what shells sent until now is kept before the final save
             except Exception:  # pragma: no cover - a bug; it must not stop the final save
@@ -159,7 +161,7 @@ class App:
             self.autosave.reschedule(fresh.autosave_interval)
         for name in (
             "durability", "batch_window_ms", "backups_kept", "log_level", "autosave_interval",
-            "redact_defaults", "redact_patterns",
+            "redact_defaults", "redact_patterns", "record_own_commands",
         ):
             setattr(self.config, name, getattr(fresh, name))
         self.config.limits = fresh.limits
@@ -178,6 +180,16 @@ class App:
                     s.session_id, s.status, s.source, s.replayed, "; " + "; ".join(s.problems) if s.problems else "",
                 )
         log.info("recovery: %d session(s) in %.0f ms", len(report.sessions), report.duration_ms)
+
+
+def _sync_markers(markers: Markers, engine: Engine) -> None:
+    live = [(e.session_id, e.pending_state) for e in engine.entries.values() if e.pending_state in ("Active", "Paused")]
+    try:
+        current = engine.resolve(None)
+    except DocpilotError:
+        markers.sync(live, None)
+        return
+    markers.sync(live, (current.session_id, current.pending_state or ""))
 
 
 def _write_pid_file(path: Path) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..domain import changes
+from ..domain import changes, timestamps
 from ..domain.changes import Change
 from ..domain.model import Session, is_live, state_name
 from ..errors import DocpilotError, NotDurable, SessionNotFound, StorageError
@@ -69,7 +69,7 @@ class Entry:
     io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # One snapshot write per session at a time, in the order of their captures (taken before io_lock).
     snapshot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    capture_marks: dict[str, int] | None = None  # see runtime.capture_ids
+    capture_marks: dict[str, int] | None = None  # see runtime.capture.ids
     # Segments written by a writer that failed: they may hold refused records, so they leave
     # journal/ (for quarantine) before any record reuses their sequence numbers.
     dead_segments: list[Path] = field(default_factory=list)
@@ -79,6 +79,18 @@ class Entry:
         self.next_seq = self.seq + 1
         if self.pending_state is None and self.session is not None:
             self.pending_state = state_name(self.session.state)
+
+
+def _recency(entry: Entry) -> tuple[int, int]:
+    """When a session last began or ended, for `resolve_latest` (live sessions win ties)."""
+    summary = entry.summary
+    live = entry.pending_state in ("Active", "Paused")
+    stamp = summary.get("started_at") if live else summary.get("stopped_at") or summary.get("updated_at")
+    try:
+        ns = timestamps.parse_ns(stamp) if isinstance(stamp, str) else 0
+    except timestamps.TimestampError:
+        ns = 0
+    return (max(ns, entry.started_ns) if live else ns), int(live)
 
 
 def summarize(session: Session) -> dict[str, Any]:
@@ -155,6 +167,16 @@ class Engine:
         if not live:
             raise SessionNotFound("no live session (start one with 'docpilot start \"what you are doing\"')")
         return max(live, key=lambda e: e.started_ns)
+
+    def resolve_latest(self, session_id: str | None) -> Entry:
+        """For verbs that read a session: the named one, else the most recent session, live or
+        stopped (the latest of a live session's start and a finished one's stop)."""
+        if session_id:
+            return self.resolve(session_id)
+        known = [e for e in self.entries.values() if "state" in e.summary]
+        if not known:
+            raise SessionNotFound("no session yet (start one with 'docpilot start \"what you are doing\"')")
+        return max(known, key=_recency)
 
     async def full_session(self, entry: Entry) -> Session:
         """The whole session, loading a stopped one from its snapshot when not in memory."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
 import platform
 import socket
@@ -24,15 +25,17 @@ import msgspec
 from .. import __version__, protocol as p
 from ..domain import changes, timestamps
 from ..domain.model import Annotation, CommandEntry, SessionMetadata
-from ..errors import BackupNotFound, InvalidSession, SessionExists, UnknownOperation, UsageError
+from ..errors import BackupNotFound, DocpilotError, InvalidSession, SessionExists, UnknownOperation, UsageError
 from ..storage import backups, maintenance, snapshot
 from ..docs import output as docs_output
 from ..docs.markdown import render as render_markdown
-from . import privacy
-from .capture_ids import capture_marks, split_capture_id
+from . import clock, privacy
+from .capture.recorder import Recorder
+from .capture.spool import Spool
 from .engine import Engine, Entry, summarize
 
 Handler = Callable[[Any, "Context"], Awaitable[Any]]
+log = logging.getLogger("docpilotd.handlers")
 
 
 class Context:
@@ -44,36 +47,17 @@ class Context:
         self.recovery_report = recovery_report
         self.started_ns = started_ns
         self.privacy = privacy.Privacy(engine.config)
-        self.spool: Any = None
+        self.recorder = Recorder(engine, self.privacy, engine.config)
+        self.spool: Spool | None = None
+
+    async def take_spooled(self) -> None:
+        """Record every complete line hooks have spooled: what was typed before a verb is in."""
+        if self.spool is not None:
+            await self.spool.ingest()
 
 
-def _now() -> str:
-    return timestamps.format_ns(time.time_ns())
-
-
-_ID_BATCH = 256  # ids per read of the kernel's random source
-_id_pool = bytearray()
-_id_pool_pid = 0
-_id_lock = threading.Lock()
-
-
-def _new_id() -> str:
-    """A random (version 4) UUID, as uuid.uuid4() makes it, at a fraction of the cost.
-
-    A change needs two ids; reading os.urandom for each was two system calls per change, which
-    on a virtual machine cost more than the rest of the handler. The bytes are the same kernel
-    randomness, read 4 KB at a time; a forked process never reuses its parent's bytes (pid check).
-    """
-    global _id_pool, _id_pool_pid
-    with _id_lock:
-        if len(_id_pool) < 16 or _id_pool_pid != os.getpid():
-            _id_pool, _id_pool_pid = bytearray(os.urandom(16 * _ID_BATCH)), os.getpid()
-        raw = _id_pool[-16:]
-        del _id_pool[-16:]
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+_now = clock.now
+_new_id = clock.new_id
 
 
 async def _io(ctx: Context, fn: Callable[..., Any], *args: Any) -> Any:
@@ -106,6 +90,8 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
     )
     entry = ctx.engine.new_entry(session_id)
     await ctx.engine.commit(entry, change)
+    # sessions/{id}.json exists when start answers (the journal already made it durable).
+    await _write_snapshot(ctx, session_id)
     return entry.summary
 
 
@@ -115,12 +101,31 @@ async def _transition(req: Any, ctx: Context, kind: type) -> dict[str, Any]:
     return entry.summary
 
 
+async def _finish(req: Any, ctx: Context, kind: type) -> dict[str, Any]:
+    """Stop or pause: first every command typed before it, then the transition."""
+    await ctx.take_spooled()
+    return await _transition(req, ctx, kind)
+
+
 async def stop(req: p.Stop, ctx: Context) -> dict[str, Any]:
-    return await _transition(req, ctx, changes.Stop)
+    summary = await _finish(req, ctx, changes.Stop)
+    # The final snapshot is on disk before the reply: what another reader of sessions/ sees.
+    await _write_snapshot(ctx, summary["id"])
+    return ctx.engine.entries[summary["id"]].summary if summary["id"] in ctx.engine.entries else summary
 
 
 async def pause(req: p.Pause, ctx: Context) -> dict[str, Any]:
-    return await _transition(req, ctx, changes.Pause)
+    return await _finish(req, ctx, changes.Pause)
+
+
+async def _write_snapshot(ctx: Context, session_id: str) -> None:
+    entry = ctx.engine.entries.get(session_id)
+    if entry is None:
+        return
+    try:
+        await ctx.engine.checkpoint(entry)
+    except DocpilotError as exc:  # the journal holds the change; autosave tries again
+        log.warning("session %s: snapshot not written now: %s", session_id, exc)
 
 
 async def resume(req: p.Resume, ctx: Context) -> dict[str, Any]:
@@ -138,44 +143,18 @@ async def annotate(req: p.Annotate, ctx: Context) -> dict[str, Any]:
 
 
 async def record(req: p.Record, ctx: Context) -> dict[str, Any]:
-    entry = ctx.engine.resolve(req.session)
-    if req.command.startswith(" "):  # the shells' convention (HISTCONTROL=ignorespace): private
-        return {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary.get("commands", 0),
-                "skipped": "the command starts with a space: not recorded"}
-    capture = split_capture_id(req.capture_id) if req.capture_id else None
-    if capture is not None:
-        marks = capture_marks(entry, await ctx.engine.full_session(entry))
-        if capture[1] <= marks.get(capture[0], -1):
-            return {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary["commands"], "duplicate": True}
-    at = _now()
-    if req.started_us is not None:
-        at = timestamps.format_ns(req.started_us * 1000)
-    elif req.started_at is not None:
-        try:
-            at = timestamps.format_ns(timestamps.parse_ns(req.started_at))
-        except timestamps.TimestampError as exc:
-            raise UsageError(f"started_at: {exc}") from None
-    elif req.duration_ms is not None:  # fish knows the duration but has no clock builtin
-        at = timestamps.format_ns(time.time_ns() - req.duration_ms * 1_000_000)
-        # Estimated, so never before the previous command: the order of a burst is kept.
-        if entry.last_command_at and not timestamps.not_before(at, entry.last_command_at):
-            at = entry.last_command_at
-    # Redacted last, right before the change is built: a pattern `redact` registers meanwhile applies.
-    redactor = ctx.privacy.redactor
-    text, redacted = redactor.count(req.command)
-    output, in_output = redactor.optional(req.output)
-    command = CommandEntry(
-        command=text, timestamp=at, exit_code=req.exit_code, working_directory=req.cwd,
-        shell=req.shell, output=output, error=None, duration_ms=req.duration_ms,
-        capture_id=req.capture_id, pipestatus=req.pipestatus,
-    )
-    entry.last_command_at = at
-    await ctx.engine.commit(entry, changes.RecordCommand(entry=command, event_id=_new_id()))
-    if capture is not None and entry.capture_marks is not None:
-        entry.capture_marks[capture[0]] = max(capture[1], entry.capture_marks.get(capture[0], -1))
-    result = {"session": entry.session_id, "seq": entry.seq, "commands": entry.summary["commands"]}
-    if redacted + in_output:
-        result["redacted"] = redacted + in_output
+    outcome = await ctx.recorder.record(req)
+    if outcome.error is not None:
+        raise outcome.error
+    result: dict[str, Any] = {"session": outcome.session_id, "seq": outcome.seq, "commands": outcome.commands}
+    if outcome.status == "duplicate":
+        result["duplicate"] = True
+    elif outcome.status == "private":
+        result["skipped"] = "the command starts with a space: not recorded"
+    elif outcome.status == "own":
+        result["skipped"] = "a docpilot command line: not recorded (record_own_commands = true records them)"
+    if outcome.redacted:
+        result["redacted"] = outcome.redacted
     return result
 
 
@@ -209,13 +188,20 @@ async def sessions(req: p.Sessions, ctx: Context) -> list[dict[str, Any]]:
     return [e.summary for e in found if "state" in e.summary]
 
 
+async def _latest(req: Any, ctx: Context) -> Entry:
+    """For verbs that read a session: what was typed is in first; without a name, the most
+    recent session, live or stopped."""
+    await ctx.take_spooled()
+    return ctx.engine.resolve_latest(req.session)
+
+
 async def show(req: p.Show, ctx: Context) -> Any:
-    entry = ctx.engine.resolve(req.session)
+    entry = await _latest(req, ctx)
     return snapshot.plain_session(await ctx.engine.full_session(entry))
 
 
 async def annotations_(req: p.Annotations, ctx: Context) -> dict[str, Any]:
-    entry = ctx.engine.resolve(req.session)
+    entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
     return {"session": entry.session_id, "annotations": session.annotations}
 
@@ -225,7 +211,7 @@ async def save(req: p.Save, ctx: Context) -> dict[str, Any]:
 
 
 async def backups_(req: p.Backups, ctx: Context) -> dict[str, Any]:
-    entry = ctx.engine.resolve(req.session)
+    entry = ctx.engine.resolve_latest(req.session)
     found = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
     return {"session": entry.session_id, "backups": found}
 
@@ -269,7 +255,7 @@ async def stats(req: p.Stats, ctx: Context) -> Any:
 
 
 async def export(req: p.Export, ctx: Context) -> Any:
-    entry = ctx.engine.resolve(req.session)
+    entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
     if req.format == "markdown":
         text = await _io(ctx, render_markdown, docs_output.freeze(session))
@@ -279,7 +265,7 @@ async def export(req: p.Export, ctx: Context) -> Any:
 
 async def generate(req: p.Generate, ctx: Context) -> dict[str, Any]:
     """Markdown documentation, rendered and written in the I/O pool (never on the loop)."""
-    entry = ctx.engine.resolve(req.session)
+    entry = await _latest(req, ctx)
     view = docs_output.freeze(await ctx.engine.full_session(entry))
     result: dict[str, Any] = await _io(ctx, docs_output.generate, view, req.output, ctx.engine.store.layout)
     return result

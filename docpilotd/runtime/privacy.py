@@ -40,7 +40,7 @@ from ..storage.store import SessionStore
 from .engine import Engine, Entry
 
 if TYPE_CHECKING:
-    from .capture import Spool
+    from .capture.spool import Spool
 
 SETTLE_TIMEOUT_S = 30.0
 ROUNDS = 3
@@ -212,7 +212,7 @@ def _markers_changed(engine: Engine) -> None:
 def _names_session(data: bytes, session_id: str, capture_ids: set[str]) -> bool:
     """Whether spool lines name the session (by id or a prefix of it) or carry one of its
     commands' capture ids."""
-    from .capture import parse_line
+    from .capture.spool import parse_line
 
     for line in data.split(b"\n"):
         if not line.strip():

@@ -34,11 +34,10 @@ from ..storage.store import Identity
 from .engine import Engine, Entry, summarize
 
 if TYPE_CHECKING:
-    from .capture import Spool
+    from .capture.spool import Spool
 
 log = logging.getLogger("docpilotd.watcher")
 DEBOUNCE_S = 0.2
-SPOOL_DEBOUNCE_S = 0.02
 
 
 class _Handler(FileSystemEventHandler):
@@ -70,8 +69,6 @@ class Watcher:
         self.engine = engine
         self.rescan_interval = rescan_interval
         self.spool = spool
-        self._spool_timer: asyncio.TimerHandle | None = None
-        self._spool_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._pending: set[str] = set()
@@ -109,36 +106,12 @@ class Watcher:
             self._rescan_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
-        if self._spool_timer is not None:
-            self._spool_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
 
     def spool_threadsafe(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spool_soon)
-
-    def _spool_soon(self, delay: float = SPOOL_DEBOUNCE_S) -> None:
-        if self._spool_timer is None and self._loop is not None:
-            self._spool_timer = self._loop.call_later(delay, self._spool_now)
-
-    def _spool_now(self) -> None:
-        self._spool_timer = None
-        if self.spool is None or self._loop is None:
-            return
-        if self._spool_task is not None and not self._spool_task.done():
-            self._spool_soon()  # one ingest at a time; look again right after it
-            return
-        self._spool_task = self._loop.create_task(self._ingest())
-
-    async def _ingest(self) -> None:
-        assert self.spool is not None
-        try:
-            await self.spool.ingest()
-        except Exception:  # pragma: no cover - a bug; capture must keep working
-            log.exception("spool ingestion failed")
-        if self.spool.has_claims:
-            self._spool_soon(5.0)  # retire idle and claimed files later
+        if self.spool is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.spool.notify)
 
     def notify_threadsafe(self, session_id: str) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -173,7 +146,7 @@ class Watcher:
 
     async def rescan(self) -> None:
         if self.spool is not None:
-            self._spool_soon()  # in case an inotify event was dropped
+            self.spool.notify()  # in case an inotify event was dropped
         store = self.engine.store
         ids = {sid for sid in self.engine.entries if not store.is_own_file(sid)}
         try:

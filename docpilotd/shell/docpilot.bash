@@ -1,10 +1,15 @@
 # docpilot shell capture for bash >= 5.0 (printed by `docpilot init bash`). Loading it twice is harmless.
 # After each command: exit status (first thing read), PIPESTATUS, text (from history), start time,
-# duration and directory go to the spool with builtins only. Nothing is sent unless the session
-# captures (an Active session); a command starting with a space is not recorded (HISTCONTROL).
+# duration, directory and the session it ran in go to the spool with builtins only. The session is
+# the joined one ($DOCPILOT_SESSION), else the one the `current` marker names when the command
+# ends; nothing is sent unless that session is Active. A command starting with a space is not
+# recorded (HISTCONTROL). The text comes from history, so the hook turns on `lithist`: a multi-line
+# command is kept with its newlines, as typed (`shopt -u lithist` after this line keeps bash's
+# default, which joins the lines with "; ").
 __docpilot_spool=__DOCPILOT_SPOOL__
 __docpilot_active=__DOCPILOT_ACTIVE__
 if [[ -z ${__docpilot_instance-} ]]; then
+  builtin shopt -s lithist
   __docpilot_instance="${EPOCHREALTIME//[!0-9]/}-$$"
   __docpilot_n=0
   __docpilot_t0=
@@ -24,8 +29,15 @@ __docpilot_json() {  # JSON string body of $1 in __docpilot_e (control character
 
 __docpilot_precmd() {
   local __st=$? __ps=("${PIPESTATUS[@]}")
+  [[ -z ${DOCPILOT_SESSION-} ]] || __docpilot_joined
   __docpilot_send "$__st" "${__ps[@]}" 2>/dev/null  # never a word at the prompt
   return $__st
+}
+
+__docpilot_joined() {  # the joined session has ended: say so once, then follow the current one
+  [[ -e $__docpilot_active/$DOCPILOT_SESSION || -e $__docpilot_active/$DOCPILOT_SESSION.paused ]] && return
+  builtin printf 'docpilot: session %s has ended; this shell records into the current session again\n' "$DOCPILOT_SESSION" >&2
+  unset DOCPILOT_SESSION
 }
 
 __docpilot_send() {
@@ -36,7 +48,12 @@ __docpilot_send() {
   [[ -n $t0 ]] || return                     # no command ran (empty line, Ctrl-C at the prompt)
   [[ $h != "$__docpilot_lasth" ]] || return  # not in history: leading space (or HISTIGNORE)
   __docpilot_lasth=$h
-  [[ -e $__docpilot_active/${DOCPILOT_SESSION:-current} ]] || return
+  local sid=${DOCPILOT_SESSION-}
+  if [[ -n $sid ]]; then
+    [[ -e $__docpilot_active/$sid ]] || return
+  else
+    IFS= read -r sid < "$__docpilot_active/current" || return
+  fi
   local now=${EPOCHREALTIME//[!0-9]/} cmd file=$__docpilot_spool/$__docpilot_instance.jsonl
   builtin fc -ln -1 > "$__docpilot_fc" || return
   IFS= read -r -d '' cmd < "$__docpilot_fc"
@@ -44,8 +61,8 @@ __docpilot_send() {
   cmd=${cmd#$'\t'}; cmd=${cmd# }; cmd=${cmd%$'\n'}
   [[ -n $cmd && $cmd != ' '* ]] || return
   __docpilot_n=$((__docpilot_n + 1))
-  local line='{"op":"record","shell":"bash"'
-  [[ -n ${DOCPILOT_SESSION-} ]] && { __docpilot_json "$DOCPILOT_SESSION"; line+=',"session":"'$__docpilot_e'"'; }
+  __docpilot_json "$sid"
+  local line='{"op":"record","shell":"bash","session":"'$__docpilot_e'"'
   __docpilot_json "$cmd"; line+=',"command":"'$__docpilot_e'"'
   __docpilot_json "$cwd"; line+=',"cwd":"'$__docpilot_e'","exit_code":'$st
   (( $# > 1 )) && { local IFS=,; line+=',"pipestatus":['"$*"']'; }
@@ -79,6 +96,9 @@ fi
 docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's session
   case ${1-} in
     join|leave) eval "$(command docpilot "$@" --shell bash)" ;;
+    start|begin|new)  # a joined shell moves to the session it starts
+      command docpilot "$@" || return
+      [[ -z ${DOCPILOT_SESSION-} ]] || eval "$(command docpilot join --shell bash)" ;;
     *) command docpilot "$@" ;;
   esac
 }

@@ -1,12 +1,16 @@
 # docpilot shell capture for fish >= 3.1 (printed by `docpilot init fish`). Loading it twice is harmless.
-# After each command: status and pipestatus (read first), the command line, duration and directory go
-# to the spool with builtins only. Nothing is sent unless the session captures (an Active session);
-# a command starting with a space is not recorded.
+# After each command: status and pipestatus (read first), the command line, duration, directory, the
+# boot clock (fish has no clock builtin; the daemon turns it into the start time) and the session it
+# ran in go to the spool with builtins only. The session is the joined one ($DOCPILOT_SESSION), else
+# the one the `current` marker names; nothing is sent unless that session is Active. A command
+# starting with a space is not recorded.
 set -g __docpilot_spool __DOCPILOT_SPOOL__
 set -g __docpilot_active __DOCPILOT_ACTIVE__
 if not set -q __docpilot_instance
     set -g __docpilot_instance (random 0 32767)(random 0 32767)(random 0 32767)-$fish_pid
     set -g __docpilot_n 0
+    set -g __docpilot_boot
+    test -r /proc/sys/kernel/random/boot_id; and read -g __docpilot_boot </proc/sys/kernel/random/boot_id
 end
 
 function __docpilot_json
@@ -29,15 +33,25 @@ function __docpilot_postexec --on-event fish_postexec
     string match -q -- ' *' $cmd; and return $st
     # The shell is leaving: bash and zsh never see this line either.
     string match -qr -- '^exit( |$)' $cmd; and return $st
-    set -l target current
-    set -q DOCPILOT_SESSION; and test -n "$DOCPILOT_SESSION"; and set target $DOCPILOT_SESSION
-    test -e $__docpilot_active/$target; or return $st
+    set -l target
+    if set -q DOCPILOT_SESSION; and test -n "$DOCPILOT_SESSION"
+        test -e $__docpilot_active/$DOCPILOT_SESSION; or return $st
+        set target $DOCPILOT_SESSION
+    else
+        # `current` always exists once the daemon ran; empty while no session records.
+        test -s $__docpilot_active/current; or return $st
+        read target <$__docpilot_active/current; or return $st
+    end
+    set -l up
+    set -l idle
+    test -n "$__docpilot_boot"; and read up idle </proc/uptime
     set -g __docpilot_n (math $__docpilot_n + 1)
-    set -l line '{"op":"record","shell":"fish"'
-    test "$target" != current; and set line $line',"session":"'(__docpilot_json $target)'"'
+    set -l line '{"op":"record","shell":"fish","session":"'(__docpilot_json $target)'"'
     set line $line',"command":"'(__docpilot_json $cmd)'","cwd":"'(__docpilot_json $__docpilot_pwd)'","exit_code":'$st
     test (count $ps) -gt 1; and set line $line',"pipestatus":['(string join , $ps)']'
-    set line $line',"duration_ms":'$duration',"capture_id":"'$__docpilot_instance:$__docpilot_n'"}'
+    set line $line',"duration_ms":'$duration
+    test -n "$up"; and set line $line',"uptime_s":'$up',"boot_id":"'$__docpilot_boot'"'
+    set line $line',"capture_id":"'$__docpilot_instance:$__docpilot_n'"}'
     set -l file $__docpilot_spool/$__docpilot_instance.jsonl
     if test -e $file
         echo $line >>$file 2>/dev/null
@@ -50,10 +64,22 @@ function __docpilot_postexec --on-event fish_postexec
     return $st
 end
 
+function __docpilot_joined --on-event fish_prompt
+    # The joined session has ended: say so once, then follow the current one.
+    set -q DOCPILOT_SESSION; and test -n "$DOCPILOT_SESSION"; or return
+    test -e $__docpilot_active/$DOCPILOT_SESSION; or test -e $__docpilot_active/$DOCPILOT_SESSION.paused; and return
+    echo "docpilot: session $DOCPILOT_SESSION has ended; this shell records into the current session again" >&2
+    set -e -g DOCPILOT_SESSION
+end
+
 function docpilot --description 'docpilot; `docpilot join [ID]` / `docpilot leave` change this shell'"'"'s session'
     switch "$argv[1]"
         case join leave
             command docpilot $argv --shell fish | source
+        case start begin new
+            # A joined shell moves to the session it starts.
+            command docpilot $argv; or return
+            set -q DOCPILOT_SESSION; and command docpilot join --shell fish | source
         case '*'
             command docpilot $argv
     end

@@ -1,7 +1,8 @@
 # docpilot shell capture for zsh (printed by `docpilot init zsh`). Loading it twice is harmless.
 # After each command: exit status and pipestatus (read first), the command text as typed, start
-# time, duration and directory go to the spool with builtins only. Nothing is sent unless the
-# session captures (an Active session); a command starting with a space is not recorded.
+# time, duration, directory and the session it ran in go to the spool with builtins only. The
+# session is the joined one ($DOCPILOT_SESSION), else the one the `current` marker names; nothing
+# is sent unless that session is Active. A command starting with a space is not recorded.
 zmodload zsh/datetime 2>/dev/null
 typeset -g __docpilot_spool=__DOCPILOT_SPOOL__
 typeset -g __docpilot_active=__DOCPILOT_ACTIVE__
@@ -25,8 +26,15 @@ __docpilot_preexec() {
 
 __docpilot_precmd() {
   local __st=$? __ps=("${pipestatus[@]}")
+  [[ -z ${DOCPILOT_SESSION-} ]] || __docpilot_joined
   { __docpilot_send "$__st" "${__ps[@]}" } 2>/dev/null  # never a word at the prompt
   return $__st
+}
+
+__docpilot_joined() {  # the joined session has ended: say so once, then follow the current one
+  [[ -e $__docpilot_active/$DOCPILOT_SESSION || -e $__docpilot_active/$DOCPILOT_SESSION.paused ]] && return
+  builtin print -ru2 -- "docpilot: session $DOCPILOT_SESSION has ended; this shell records into the current session again"
+  unset DOCPILOT_SESSION
 }
 
 __docpilot_send() {
@@ -34,11 +42,16 @@ __docpilot_send() {
   local t0=$__docpilot_t0 cmd=$__docpilot_cmd cwd=$__docpilot_pwd
   __docpilot_t0=
   [[ -n $t0 && -n $cmd && $cmd != ' '* ]] || return
-  [[ -e $__docpilot_active/${DOCPILOT_SESSION:-current} ]] || return
+  local sid=${DOCPILOT_SESSION-}
+  if [[ -n $sid ]]; then
+    [[ -e $__docpilot_active/$sid ]] || return
+  else
+    IFS= read -r sid < $__docpilot_active/current || return
+  fi
   local now=$(( epochtime[1] * 1000000 + epochtime[2] / 1000 )) file=$__docpilot_spool/$__docpilot_instance.jsonl
   (( __docpilot_n++ ))
-  local line='{"op":"record","shell":"zsh"'
-  [[ -n ${DOCPILOT_SESSION-} ]] && { __docpilot_json "$DOCPILOT_SESSION"; line+=',"session":"'$REPLY'"'; }
+  __docpilot_json "$sid"
+  local line='{"op":"record","shell":"zsh","session":"'$REPLY'"'
   __docpilot_json "$cmd"; line+=',"command":"'$REPLY'"'
   __docpilot_json "$cwd"; line+=',"cwd":"'$REPLY'","exit_code":'$st
   (( $# > 1 )) && line+=',"pipestatus":['${(j:,:)@}']'
@@ -59,6 +72,9 @@ precmd_functions=(__docpilot_precmd ${precmd_functions:#__docpilot_precmd})
 docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's session
   case ${1-} in
     join|leave) eval "$(command docpilot "$@" --shell zsh)" ;;
+    start|begin|new)  # a joined shell moves to the session it starts
+      command docpilot "$@" || return
+      [[ -z ${DOCPILOT_SESSION-} ]] || eval "$(command docpilot join --shell zsh)" ;;
     *) command docpilot "$@" ;;
   esac
 }

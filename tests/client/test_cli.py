@@ -109,7 +109,8 @@ def test_json_after_every_verb_parses(daemon: Daemon, tmp_path: Path) -> None:
     assert _json(daemon, "resume")["state"] == "Active"
     _json(daemon, "save")
     backups = _json(daemon, "backups")
-    assert backups["session"] == sid and len(backups["backups"]) == 1
+    # Generations: the snapshot `start` wrote, and the one before this save.
+    assert backups["session"] == sid and len(backups["backups"]) == 2
     assert _json(daemon, "restore", backups["backups"][0]["name"])["restored_from"] == backups["backups"][0]["name"]
     assert _json(daemon, "recovery")["sessions"] == []
     assert set(_json(daemon, "stats")) >= {"session_count", "backup_count", "journal_size"}
@@ -195,9 +196,10 @@ def test_backups_and_restore(daemon: Daemon) -> None:
     for text in ("one", "two", "three"):
         _ok(daemon, "note", text)
         _ok(daemon, "save")
+    # The snapshot `start` wrote (no notes) and the saves of "one" and "one, two" are backups.
     generations = _json(daemon, "backups")["backups"]
-    assert len(generations) == 2 and generations[0]["name"] > generations[1]["name"], "newest first"
-    oldest = generations[-1]["name"]
+    assert len(generations) == 3 and generations[0]["name"] > generations[1]["name"], "newest first"
+    oldest = generations[-2]["name"]
     human = _ok(daemon, "backups")
     assert all(g["name"] in human for g in generations)
 

@@ -83,9 +83,11 @@ def test_redact_removes_a_secret_from_every_file(daemons: DaemonFactory, stop: b
     if not stop:
         # The command line the hook captures right after `redact` is redacted too (the pattern
         # stays in force while the daemon runs), and its spool file goes.
+        # The `docpilot redact ...` line itself is the tool's own: not recorded, yet its file goes.
         hook.send(f"docpilot redact --session {sid} {SECRET}", session=sid)
+        hook.send(f"echo {SECRET} again", session=sid)
         wait_for(lambda: len(_commands(d, sid)) == 5, what="the spooled command")
-        assert _commands(d, sid)[-1] == f"docpilot redact --session {sid} [REDACTED]"
+        assert _commands(d, sid)[-1] == "echo [REDACTED] again"
         wait_for(lambda: not files_holding(d.home, SECRET), timeout=15, what="the spool file to go")
         after = d.call("show", session=sid)
 

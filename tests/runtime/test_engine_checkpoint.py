@@ -53,6 +53,7 @@ def test_changes_go_on_during_a_checkpoint_and_survive_a_crash_at_any_point(tmp_
     engine._write_snapshot = gated  # type: ignore[method-assign]
 
     async def scenario() -> dict[str, Any]:
+        gate.set()  # start writes the first snapshot before it answers
         sid = (await start(p.Start(description="gated"), ctx))["id"]
         entry = engine.entries[sid]
         for i in range(3):

@@ -1,10 +1,11 @@
 """Capture ids: "{shell instance}:{counter}", and the per-session marks that make ingestion
-exactly-once (see `capture`). Kept apart so handlers and the spool share one definition."""
+exactly once (see `recorder`). The marks live on the engine's Entry and are rebuilt from the
+session's stored commands when missing (after a restart, a restore or a replacement)."""
 
 from __future__ import annotations
 
-from ..domain.model import Session
-from .engine import Entry
+from ...domain.model import Session
+from ..engine import Entry
 
 
 def split_capture_id(capture_id: str) -> tuple[str, int] | None:
