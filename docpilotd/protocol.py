@@ -15,6 +15,7 @@ any JSON object that decodes to one of the request types below and nothing else.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -183,12 +184,29 @@ class Response(msgspec.Struct, omit_defaults=True):
 
 
 _request_decoder = msgspec.json.Decoder(Request)
+_record_decoder = msgspec.json.Decoder(Record)
+_CONTROL = re.compile(rb"[\x00-\x1f]")
 _encoder = msgspec.json.Encoder()
 
 
 def decode_request(line: bytes) -> Request:
     """The request on one line; raises msgspec errors or RecursionError on bad input."""
     return _request_decoder.decode(line)
+
+
+def decode_spooled_record(line: bytes) -> Record | None:
+    """A `record` line a shell hook appended to its spool file, or None. Tolerant of what shells
+    write: raw control characters are escaped and invalid UTF-8 replaced before a second try."""
+    try:
+        return _record_decoder.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        pass
+    repaired = _CONTROL.sub(lambda m: b"\\u%04x" % m.group()[0], line)
+    repaired = repaired.decode("utf-8", "replace").encode("utf-8")
+    try:
+        return _record_decoder.decode(repaired)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
 
 
 def encode(message: Any) -> bytes:

@@ -250,9 +250,15 @@ def render(verb: str, result: Any) -> None:
     """Human output: short, one fact per line."""
     if verb == "start":
         print(result["id"])
+        others = result.get("also_live") or []
+        if others:  # DocPilot's users asked: starting a session does not stop the others
+            listed = ", ".join(f"{o['id'][:8]} \"{o['description']}\" ({o['state']})" for o in others)
+            print(f"docpilot: also live: {listed}; new commands go to the new session "
+                  "(shells joined to another stay with it)", file=sys.stderr)
     elif verb in ("stop", "pause", "resume", "restore", "import"):
         extra = f" (restored from {result['restored_from']})" if "restored_from" in result else ""
-        print(f"{result['id']}  {result['state']}  {result['commands']} commands, {result['annotations']} annotations{extra}")
+        print(f"{result['id']}  {result['state']}  {result['commands']} commands, {result['annotations']} annotations{extra}"
+              + (f"  \"{result['description']}\"" if verb == "stop" else ""))
     elif verb in ("annotate", *ANNOTATION_SHORTCUTS):
         note = result["annotation"]
         print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")

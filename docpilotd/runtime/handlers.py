@@ -88,11 +88,15 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
         session_id=session_id, description=description, at=_now(), event_id=_new_id(),
         metadata=metadata, output_file=req.output_file,
     )
+    already_live = [
+        {"id": e.session_id, "description": e.summary.get("description", ""), "state": e.pending_state}
+        for e in ctx.engine.entries.values() if e.pending_state in ("Active", "Paused")
+    ]
     entry = ctx.engine.new_entry(session_id)
     await ctx.engine.commit(entry, change)
     # sessions/{id}.json exists when start answers (the journal already made it durable).
     await _write_snapshot(ctx, session_id)
-    return entry.summary
+    return dict(entry.summary, also_live=already_live) if already_live else entry.summary
 
 
 async def _transition(req: Any, ctx: Context, kind: type) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..config import Config
+from ..protocol import decode_spooled_record
 from ..domain import changes
 from ..domain.model import Session, state_name
 from ..domain.redaction import PatternError, Redactor, Rule, compile_rule, literal_rule
@@ -39,8 +40,16 @@ from ..storage import scrub
 from ..storage.store import SessionStore
 from .engine import Engine, Entry
 
-if TYPE_CHECKING:
-    from .capture.spool import Spool
+
+
+class SpoolFiles(Protocol):
+    """What redact and purge need of the shell spool (capture.spool.Spool provides it): read what
+    is complete, then delete the files whose content matches. Defined here so that privacy does
+    not depend on capture (capture depends on privacy for redaction)."""
+
+    async def discard(
+        self, lines_match: Callable[[bytes], bool], scratch_match: Callable[[bytes], bool]
+    ) -> list[str]: ...
 
 SETTLE_TIMEOUT_S = 30.0
 ROUNDS = 3
@@ -114,7 +123,7 @@ async def _settled(engine: Engine, entry: Entry) -> Session:
 
 
 async def redact(
-    engine: Engine, privacy: Privacy, spool: Spool | None, entry: Entry, pattern: str, regex: bool
+    engine: Engine, privacy: Privacy, spool: SpoolFiles | None, entry: Entry, pattern: str, regex: bool
 ) -> dict[str, Any]:
     rule = request_rule(pattern, regex)
     privacy.remember(rule)  # first: whatever arrives from now on is redacted on the way in
@@ -161,7 +170,7 @@ def _file_holds(scrubber: scrub.Scrubber, path: Any) -> bool:
         return False
 
 
-async def purge(engine: Engine, spool: Spool | None, entry: Entry, force: bool) -> dict[str, Any]:
+async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: bool) -> dict[str, Any]:
     state = entry.pending_state or str(entry.summary.get("state", ""))
     if state in ("Active", "Paused") and not force:
         raise InvalidTransition(
@@ -212,12 +221,10 @@ def _markers_changed(engine: Engine) -> None:
 def _names_session(data: bytes, session_id: str, capture_ids: set[str]) -> bool:
     """Whether spool lines name the session (by id or a prefix of it) or carry one of its
     commands' capture ids."""
-    from .capture.spool import parse_line
-
     for line in data.split(b"\n"):
         if not line.strip():
             continue
-        record = parse_line(line)
+        record = decode_spooled_record(line)
         if record is None:
             continue
         if record.session and len(record.session) >= 4 and session_id.startswith(record.session):

@@ -253,3 +253,26 @@ def test_client_import_path_stays_light() -> None:
     modules = set(done.stdout.decode().split())
     heavy = {"asyncio", "apscheduler", "watchdog", "daemon"} & {m.split(".")[0] for m in modules}
     assert heavy == set(), f"the client must not import {heavy}"
+
+
+def test_start_names_the_sessions_already_live_and_stop_names_what_it_stopped(daemon: Daemon) -> None:
+    first = _ok(daemon, "start", "Renew the certificates").strip()
+    rc, out, err = daemon.client("start", "Rotate the logs")
+    assert rc == 0 and "Traceback" not in err
+    second = out.strip()
+    assert f"also live: {first[:8]} \"Renew the certificates\" (Active)" in err
+    rc, out, err = daemon.client("stop")
+    assert rc == 0 and out.startswith(second) and '"Rotate the logs"' in out
+
+
+def test_reading_verbs_after_stop_use_the_most_recent_session_and_say_so(daemon: Daemon, tmp_path: Path) -> None:
+    older = _ok(daemon, "start", "Older").strip()
+    _ok(daemon, "stop")
+    newer = _ok(daemon, "start", "Newer").strip()
+    _ok(daemon, "note", "in the newer one")
+    _ok(daemon, "stop")
+    rc, out, err = daemon.client("generate")
+    assert rc == 0 and out.startswith("# Newer") and f"session {newer}" in err
+    assert _json(daemon, "export")["id"] == newer
+    assert _json(daemon, "show", "--session", older)["id"] == older
+    assert [a["text"] for a in _json(daemon, "annotations")["annotations"]] == ["in the newer one"]

@@ -13,6 +13,6 @@ and the spool, never the other way round.
 
 from .markers import Markers
 from .recorder import Outcome, Recorder
-from .spool import Spool, parse_line
+from .spool import Spool
 
-__all__ = ["Markers", "Outcome", "Recorder", "Spool", "parse_line"]
+__all__ = ["Markers", "Outcome", "Recorder", "Spool"]

@@ -32,13 +32,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import msgspec
 
 from ... import protocol as p
 from ...storage import quarantine
@@ -54,22 +51,6 @@ MAINTAIN_INTERVAL_S = 1.0
 BATCH_LINES = 128
 BATCH_BYTES = 256 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024  # larger than any valid record (the protocol caps text at 1 MB)
-_CONTROL = re.compile(rb"[\x00-\x1f]")
-_record_decoder = msgspec.json.Decoder(p.Record)
-
-
-def parse_line(line: bytes) -> p.Record | None:
-    """A spooled record; tolerant of what shells write (raw control characters, invalid UTF-8)."""
-    try:
-        return _record_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        pass
-    repaired = _CONTROL.sub(lambda m: b"\\u%04x" % m.group()[0], line)
-    repaired = repaired.decode("utf-8", "replace").encode("utf-8")
-    try:
-        return _record_decoder.decode(repaired)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return None
 
 
 def _read_chunk(path: Path, offset: int, size: int) -> tuple[bytes, int] | None:
@@ -237,7 +218,7 @@ class Spool:
     async def _record_batch(self, path: Path, lines: list[bytes]) -> list[Outcome]:
         records = []
         for line in lines:
-            record = parse_line(line)
+            record = p.decode_spooled_record(line)
             if record is None:
                 self.skipped += 1
                 log.warning("spool %s: skipped a line that is not a record", path.name)
