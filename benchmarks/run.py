@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, str] = {
     "stall": "stall",
     "startup": "startup",
     "memory": "memory",
+    "capture_latency": "capture_latency",
+    "spool_ingest": "spool_ingest",
 }
 
 

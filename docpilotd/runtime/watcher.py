@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("docpilotd.watcher")
 DEBOUNCE_S = 0.2
+_READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
 class _Handler(FileSystemEventHandler):
@@ -45,6 +46,8 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _READ_ONLY_EVENTS:  # someone (often the daemon itself) only read it
+            return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             path = raw.decode() if isinstance(raw, bytes) else raw
             if path.endswith(".json"):
@@ -58,6 +61,10 @@ class _SpoolHandler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Only what a shell's append does: the daemon's own reads (opened, closed without
+        # writing) would otherwise have it read the spool again every few milliseconds.
+        if event.event_type not in ("modified", "created", "moved"):
+            return
         raw = event.src_path
         path = raw.decode() if isinstance(raw, bytes) else raw
         if path.endswith(".jsonl"):

@@ -103,7 +103,9 @@ def run_workload(
     crash_call: int | None = None,
     ignored_site: str | None = None,
     clients: int = 3,
-    notes: int = 6,
+    # 7 notes each: four checkpoints after the snapshots `start` writes, enough for a run in which
+    # two generations in a row lose their unsynced data (what the snapshot fsync prevents).
+    notes: int = 7,
     checkpoint_every: int = 5,
     backups_kept: int = 1,
 ) -> tuple[ModelFileOps, Outcome]:

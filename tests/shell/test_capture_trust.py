@@ -233,3 +233,35 @@ def test_a_secret_line_recorded_before_a_crash_is_retired_soon_after_the_restart
         time.sleep(0.1)
     recorded = texts(daemon, session)
     assert len(recorded) == 1 and "ghp_abcdef" not in recorded[0]
+
+
+@pytest.mark.parametrize("shell", [s for s in ("bash", "zsh") if s in SHELLS])
+def test_kill9_at_random_moments_while_another_session_starts_keeps_each_command_once_in_its_session(
+    shell: str, home: Path, daemon: DaemonProcess
+) -> None:
+    import random
+
+    first = start_session(daemon, "A")
+    burst = [f"echo chaos-{i}" for i in range(240)]
+    rng = random.Random(1234)
+    kills = sorted(rng.sample(range(20, 220), 3))
+    second: list[str] = []
+
+    def chaos(written: int) -> None:
+        if kills and written >= kills[0]:
+            kills.pop(0)
+            daemon.kill9()
+            daemon.start()
+            if not second:  # from here on the shell's commands belong to B
+                second.append(start_session(daemon, "B"))
+
+    output, _ = run_shell(shell, [LOAD[shell], *burst], shell_env(home), cwd=str(home), on_progress=chaos)
+    assert_quiet(output)
+    assert not kills and second
+    deadline = time.monotonic() + 20
+    while len(texts(daemon, first)) + len(texts(daemon, second[0])) < len(burst) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    in_a, in_b = texts(daemon, first), texts(daemon, second[0])
+    # Each command once; those that ran before B started in A, the rest in B, in order.
+    assert in_a + in_b == burst
+    assert in_a and in_b

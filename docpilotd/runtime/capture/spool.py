@@ -226,13 +226,17 @@ class Spool:
             records.append(record)
         # Started together: the engine numbers them in this order and they share fsyncs.
         outcomes = await asyncio.gather(*(self.recorder.record(r) for r in records))
+        refused: dict[str, tuple[int, str]] = {}
         for outcome in outcomes:
             if outcome.recorded:
                 self.ingested += 1
             else:
                 self.skipped += 1
                 if outcome.status == "refused":
-                    log.info("spooled command for session %s not recorded: %s", outcome.session_id, outcome.error)
+                    count, _ = refused.get(outcome.session_id or "", (0, ""))
+                    refused[outcome.session_id or ""] = (count + 1, str(outcome.error))
+        for session_id, (count, why) in refused.items():  # one line per session and batch, not per line
+            log.info("spool %s: %d command(s) for session %s not recorded: %s", path.name, count, session_id or "?", why)
         return outcomes
 
     # -- retiring ---------------------------------------------------------------------------------
