@@ -40,6 +40,8 @@ from .ids import capture_marks, split_capture_id
 
 log = logging.getLogger("docpilotd.capture")
 
+UPTIME_STEP_NS = 10_000_000  # the resolution of /proc/uptime
+
 Status = Literal["recorded", "duplicate", "private", "own", "refused"]
 
 
@@ -79,6 +81,7 @@ class Recorder:
         self.privacy = privacy
         self.config = config
         self._boot_id, self._boot_offset_ns = _boot()
+        self._last_estimate: dict[str, int] = {}  # shell instance -> start given to its last command
 
     async def record(self, req: p.Record) -> Outcome:
         try:
@@ -135,7 +138,20 @@ class Recorder:
                 raise UsageError(f"started_at: {exc}") from None
         duration_ns = (req.duration_ms or 0) * 1_000_000
         if req.uptime_s is not None and req.boot_id and req.boot_id == self._boot_id:
-            return timestamps.format_ns(self._boot_offset_ns + int(req.uptime_s * 1e9) - duration_ns)
+            # /proc/uptime counts in 10 ms steps, cut short: the command ended before the next
+            # step. Taking that upper bound, a command is never placed before a note made just
+            # before it ran in the same shell (the note's own client takes far longer than 10 ms).
+            ended_ns = self._boot_offset_ns + round(req.uptime_s * 100) * 10_000_000 + UPTIME_STEP_NS
+            started_ns = min(ended_ns, time.time_ns()) - duration_ns
+            # That bound may put a command a few ms after the start of the shell's next one:
+            # within one shell, the order the lines were written in is the order they ran.
+            shell_instance = req.capture_id.rpartition(":")[0] if req.capture_id else ""
+            if shell_instance:
+                started_ns = max(started_ns, self._last_estimate.get(shell_instance, 0) + 1)
+                if len(self._last_estimate) > 10_000:  # shells come and go: forget the oldest
+                    self._last_estimate.pop(next(iter(self._last_estimate)))
+                self._last_estimate[shell_instance] = started_ns
+            return timestamps.format_ns(started_ns)
         at = timestamps.format_ns(time.time_ns() - duration_ns)
         # Estimated, so never before the previous command: the order of a burst is kept.
         if entry.last_command_at and not timestamps.not_before(at, entry.last_command_at):
