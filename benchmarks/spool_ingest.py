@@ -198,10 +198,11 @@ def run(quick: bool) -> list[Figure]:
             f"<= {GOAL_GROWTH // mb} MB", read_growth <= GOAL_GROWTH,
             note="the lines name a stopped session: what reading and parsing alone hold",
         ),
+        # Context, not a goal: a live session is held in memory, so N recorded commands cost N
+        # times the memory benchmark's bytes per command (goal <= 1 KB) whatever the reading does.
         Figure(
             f"spool ingest of {lines:,} lines: peak RSS growth, the recorded commands included",
             f"{growth / mb:.1f} MB (VmHWM {hwm_after / mb:.1f} MB after, VmRSS {rss_before / mb:.1f} MB before)",
-            f"<= {GOAL_GROWTH // mb} MB", growth <= GOAL_GROWTH,
             note=f"settled RSS after {rss_settled / mb:.1f} MB (+{(rss_settled - rss_before) / mb:.1f} MB, "
                  f"{(rss_settled - rss_before) / max(final, 1):,.0f} B per command held), peak "
                  f"{max(0, hwm_after - rss_settled) / mb:.1f} MB above it; VmHWM before {hwm_before / mb:.1f} MB",
