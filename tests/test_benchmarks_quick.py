@@ -16,7 +16,8 @@ ROWS = (
     "prompt cost of the bash hooks", "interpreter floor", "docpilot note", "hooks' sending path",
     "disk: one small write + fsync", "per change, 10-command session", "DocPilot's approach",
     "8 clients, one session", "longest request wait during a checkpoint", "start to ready",
-    "recovery of", "idle daemon RSS", "bytes held per command",
+    "recovery of", "idle daemon RSS", "bytes held per command", "hook-to-stored latency, bash",
+    "spool ingest of 20,000 lines: longest wait", "spool read of 20,000 lines kept nowhere",
 )
 
 
