@@ -41,6 +41,21 @@ def is_uuid(text: str) -> bool:
     return _UUID.match(text) is not None and len(text) in (32, 36)
 
 
+def canonical_uuid(text: str) -> str:
+    """The one spelling of a UUID docpilotd uses everywhere (file names, the registry, replies):
+    lower case, hyphenated. Anything that is not a UUID comes back unchanged."""
+    if not is_uuid(text):
+        return text
+    plain = text.replace("-", "").lower()
+    return f"{plain[:8]}-{plain[8:12]}-{plain[12:16]}-{plain[16:20]}-{plain[20:]}"
+
+
+def canonical_prefix(text: str) -> str:
+    """A session id or prefix as typed, in the canonical spelling's terms: lower case; hyphens
+    are compared apart (`3D65A1135F` finds 3d65a113-5fa1-...)."""
+    return text.strip().lower().replace("-", "")
+
+
 # The form docpilotd and DocPilot write (UTC, "T" and "Z"), with every field in range except the
 # day of the month beyond 28; anything else goes through timestamps.is_valid, which accepts exactly
 # the same strings, only slower (a regex, then the calendar, for each of 200,000 timestamps in a

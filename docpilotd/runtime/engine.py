@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +40,15 @@ from ..config import Config
 from ..domain import changes, timestamps
 from ..domain.changes import Change
 from ..domain.model import Session, is_live, state_name
+from ..domain.validate import canonical_prefix, canonical_uuid
 from ..errors import DocpilotError, NotDurable, SessionNotFound, StorageError
 from ..storage import backups, journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
 from ..storage.recovery import Recovered
-from ..storage.store import SessionStore
+from ..storage.store import SaveResult, SessionStore
 
 log = logging.getLogger("docpilotd.engine")
+CLOCK_STEP_LOG_NS = 1_000_000_000  # a wall clock behind by more than this is logged as a step
 
 
 @dataclass
@@ -74,6 +77,10 @@ class Entry:
     # journal/ (for quarantine) before any record reuses their sequence numbers.
     dead_segments: list[Path] = field(default_factory=list)
     last_command_at: str | None = None  # timestamp given to the latest recorded command
+    # The last timestamp `Engine.stamp` gave, and the monotonic clock then (see `stamp`).
+    last_stamp_ns: int = 0
+    last_stamp_mono_ns: int = 0
+    clock_behind: bool = False
 
     def __post_init__(self) -> None:
         self.next_seq = self.seq + 1
@@ -123,6 +130,8 @@ class Engine:
         self._unsynced: set[str] = set()
         # Called after a change that may alter which sessions capture commands (capture markers).
         self.on_state_change: Callable[[], None] | None = None
+        # Called (from any thread) after removed data directories were made again (the watcher).
+        self.on_directories_restored: Callable[[], None] | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -156,10 +165,12 @@ class Engine:
 
     def resolve(self, session_id: str | None) -> Entry:
         if session_id:
-            entry = self.entries.get(session_id)
+            entry = self.entries.get(session_id) or self.entries.get(canonical_uuid(session_id))
             if entry is None:
-                matches = [e for key, e in self.entries.items() if key.startswith(session_id)]
-                if len(matches) == 1 and len(session_id) >= 4:
+                # Case and hyphens do not matter: ids are stored in one spelling (canonical_uuid).
+                wanted = canonical_prefix(session_id)
+                matches = [e for key, e in self.entries.items() if key.replace("-", "").startswith(wanted)]
+                if len(matches) == 1 and len(wanted) >= 4:
                     return matches[0]
                 raise SessionNotFound(f"no session {session_id!r}")
             return entry
@@ -194,6 +205,35 @@ class Engine:
             if found is None:
                 raise
             return found.session
+
+    # -- time -------------------------------------------------------------------------------------
+
+    def stamp(self, entry: Entry) -> str:
+        """The timestamp for a change of `entry` now: the wall clock, but never before the
+        session's last change. When the wall clock has stepped back, the session's time goes on
+        from its last change at the pace of the monotonic clock (logged once per step), so that
+        what the daemon writes always passes its own validator (stopped_at >= started_at, events
+        in order)."""
+        wall, mono = time.time_ns(), time.monotonic_ns()
+        last = entry.last_stamp_ns
+        if not last:
+            text = entry.summary.get("updated_at")
+            try:
+                last = timestamps.parse_ns(text) if isinstance(text, str) else 0
+            except timestamps.TimestampError:
+                last = 0
+            entry.last_stamp_mono_ns = mono
+        behind = wall <= last
+        if behind:
+            if wall + CLOCK_STEP_LOG_NS < last and not entry.clock_behind:
+                log.warning(
+                    "session %s: the wall clock is %.3f s behind the session's last change (stepped back?); "
+                    "its timestamps go on from there", entry.session_id, (last - wall) / 1e9,
+                )
+            wall = last + max(1, mono - entry.last_stamp_mono_ns)
+        entry.clock_behind = behind
+        entry.last_stamp_ns, entry.last_stamp_mono_ns = wall, mono
+        return timestamps.format_ns(wall)
 
     # -- changes ----------------------------------------------------------------------------------
 
@@ -272,8 +312,15 @@ class Engine:
             try:
                 writer.open()
             except DocpilotError:
-                entry.dead_segments.append(writer.path)
-                raise
+                if not self.restore_directories():  # journal/ removed by another program?
+                    entry.dead_segments.append(writer.path)
+                    raise
+                writer = SegmentWriter(self.store.ops, writer.path)
+                try:
+                    writer.open()
+                except DocpilotError:
+                    entry.dead_segments.append(writer.path)
+                    raise
             entry.writer = writer
         entry.writer.write(data)
         if sync:
@@ -423,9 +470,36 @@ class Engine:
         if old is not None:
             old.close()
 
+    def _save(self, session_id: str, seq: int, captured: snapshot.Capture) -> SaveResult:
+        """In the I/O pool: write the snapshot; a data directory another program removed is made
+        again first (and watched again), so a `rm -rf sessions/` heals at the next save."""
+        try:
+            return self.store.save_encoded(session_id, snapshot.encode_captured(captured, seq))
+        except DocpilotError:
+            if not self.restore_directories():
+                raise
+            return self.store.save_encoded(session_id, snapshot.encode_captured(captured, seq))
+
+    def restore_directories(self) -> bool:
+        """Make the data directories that are missing again (0700); True when one was missing.
+        Safe from any thread: the watcher is told through `on_directories_restored`."""
+        layout = self.store.layout
+        missing = [d for d in layout.data_dirs() if not os.path.isdir(d)]
+        if not missing:
+            return False
+        try:
+            layout.ensure()
+        except (DocpilotError, OSError) as exc:
+            log.error("cannot make the data directories again (%s): %s", ", ".join(str(m) for m in missing), exc)
+            return False
+        log.warning("made removed data directories again: %s", ", ".join(d.name for d in missing))
+        if self.on_directories_restored is not None:
+            self.on_directories_restored()
+        return True
+
     def _write_snapshot(self, entry: Entry, seq: int, captured: snapshot.Capture) -> None:
         """In the I/O pool, beside the live journal: the snapshot of records 1..seq, then trim."""
-        result = self.store.save_encoded(entry.session_id, snapshot.encode_captured(captured, seq))
+        result = self._save(entry.session_id, seq, captured)
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         try:
@@ -436,7 +510,7 @@ class Engine:
 
     def _write_checkpoint(self, entry: Entry, seq: int, captured: snapshot.Capture, retire: list[Path] | None) -> None:
         """In the I/O pool: snapshot, new segment, retire and trim old segments."""
-        result = self.store.save_encoded(entry.session_id, snapshot.encode_captured(captured, seq))
+        result = self._save(entry.session_id, seq, captured)
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         for path in retire or ():
@@ -487,16 +561,27 @@ class Engine:
             self._seq_by_inode[ino] = self.store.read_seq(path)
         return self._seq_by_inode[ino]
 
-    async def checkpoint_dirty(self) -> int:
-        """Autosave: checkpoint every session that changed; returns how many were written."""
+    async def checkpoint_dirty(self, raise_failures: bool = False) -> int:
+        """Autosave: checkpoint every session that changed; returns how many were written.
+
+        A failure is reported in status and the journal still holds every change; with
+        `raise_failures` (an explicit `save`), the first error is raised once every session was
+        tried, naming how many could not be saved."""
         written = 0
+        failures: list[tuple[str, DocpilotError]] = []
         for entry in list(self.entries.values()):
             if entry.dirty and entry.session is not None:
                 try:
                     if await self.checkpoint(entry):
                         written += 1
-                except DocpilotError:
-                    continue  # reported in status; the journal still holds every change
+                except DocpilotError as exc:
+                    failures.append((entry.session_id, exc))
+        if failures and raise_failures:
+            session_id, first = failures[0]
+            raise type(first)(
+                f"{len(failures)} session(s) could not be saved ({session_id}: {first.message}); "
+                f"{written} saved. Every change is still in the journal."
+            )
         return written
 
     async def close(self) -> None:

@@ -101,7 +101,7 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
 
 async def _transition(req: Any, ctx: Context, kind: type) -> dict[str, Any]:
     entry = ctx.engine.resolve(req.session)
-    await ctx.engine.commit(entry, kind(at=_now(), event_id=_new_id()))
+    await ctx.engine.commit(entry, kind(at=ctx.engine.stamp(entry), event_id=_new_id()))
     return entry.summary
 
 
@@ -141,7 +141,7 @@ async def annotate(req: p.Annotate, ctx: Context) -> dict[str, Any]:
         raise UsageError("an annotation needs text")
     entry = ctx.engine.resolve(req.session)
     text = ctx.privacy.redactor.text(req.text)
-    note = Annotation(id=_new_id(), text=text, timestamp=_now(), annotation_type=p.ANNOTATION_KINDS[req.type])
+    note = Annotation(id=_new_id(), text=text, timestamp=ctx.engine.stamp(entry), annotation_type=p.ANNOTATION_KINDS[req.type])
     await ctx.engine.commit(entry, changes.Annotate(annotation=note, event_id=_new_id()))
     return {"session": entry.session_id, "annotation": msgspec.to_builtins(note)}
 
@@ -211,7 +211,7 @@ async def annotations_(req: p.Annotations, ctx: Context) -> dict[str, Any]:
 
 
 async def save(req: p.Save, ctx: Context) -> dict[str, Any]:
-    return {"saved": await ctx.engine.checkpoint_dirty()}
+    return {"saved": await ctx.engine.checkpoint_dirty(raise_failures=True)}
 
 
 async def backups_(req: p.Backups, ctx: Context) -> dict[str, Any]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 
 from ..domain import changes
 from ..domain.model import is_live
@@ -82,14 +84,19 @@ class Watcher:
         self._timer: asyncio.TimerHandle | None = None
         self._rescan_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: list[tuple[Path, FileSystemEventHandler]] = []
+        self._watches: dict[Path, tuple[ObservedWatch, int | None]] = {}
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.baseline()
         observer = Observer()
-        observer.schedule(_Handler(self), str(self.engine.store.layout.sessions), recursive=False)
+        layout = self.engine.store.layout
+        self._watched = [(layout.sessions, _Handler(self))]
         if self.spool is not None:
-            observer.schedule(_SpoolHandler(self), str(self.engine.store.layout.spool), recursive=False)
+            self._watched.append((layout.spool, _SpoolHandler(self)))
+        for directory, handler in self._watched:
+            self._watches[directory] = (observer.schedule(handler, str(directory), recursive=False), _inode(directory))
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -151,7 +158,39 @@ class Watcher:
             await asyncio.sleep(self.rescan_interval)
             await self.rescan()
 
+    def rewatch(self) -> None:
+        """Watch again a directory that was removed and made again (inotify watched the old one)."""
+        if self._observer is None:
+            return
+        for directory, handler in self._watched:
+            watch, inode = self._watches[directory]
+            now = _inode(directory)
+            if now is None or now == inode:
+                continue
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError):
+                pass  # the old watch went with its directory
+            try:
+                self._watches[directory] = (self._observer.schedule(handler, str(directory), recursive=False), now)
+            except OSError as exc:
+                log.error("cannot watch %s again: %s", directory, exc)
+                continue
+            log.warning("watching %s again (it was removed and made again)", directory)
+            if directory == self.engine.store.layout.sessions:
+                for session_id in self.engine.entries:
+                    self.notify(session_id)  # their files went with it: write them again
+            elif self.spool is not None:
+                self.spool.notify()
+
+    def directories_restored_threadsafe(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.rewatch)
+
     async def rescan(self) -> None:
+        # A removed data directory is made again now rather than at the next save.
+        self.engine.restore_directories()
+        self.rewatch()
         if self.spool is not None:
             self.spool.notify()  # in case an inotify event was dropped
         store = self.engine.store
@@ -217,6 +256,13 @@ class Watcher:
             )
         if found is not None:
             entry.summary = summarize(found.session)
+
+
+def _inode(directory: Path) -> int | None:
+    try:
+        return os.stat(directory).st_ino
+    except OSError:
+        return None
 
 
 def snapshot_name_ok(session_id: str) -> bool:

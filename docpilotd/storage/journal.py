@@ -20,6 +20,8 @@ have dropped the pages, so the caller starts a new segment from memory instead o
 
 from __future__ import annotations
 
+import errno
+
 import re
 import struct
 import zlib
@@ -208,11 +210,13 @@ class SegmentWriter:
         self._fd: int | None = None
         self.dead = False
         self.size = 0
+        self._inode: int | None = None
 
     def open(self, sync_dir: bool = True) -> None:
         try:
             self._fd = self.ops.open_append(self.path)
-            self.size = self.ops.stat(self.path).st_size
+            opened = self.ops.stat(self.path)
+            self.size, self._inode = opened.st_size, opened.st_ino
             if sync_dir:
                 self.ops.fsync_dir(self.path.parent)
         except OSError as exc:
@@ -237,6 +241,24 @@ class SegmentWriter:
         except OSError as exc:
             self.dead = True  # never fsync the same file again: its failed pages may be gone
             raise storage_error(exc, "syncing the journal") from exc
+        self._check_linked()
+
+    def _check_linked(self) -> None:
+        """The records just synced are durable only if the segment is still the file at its path:
+        another program (a cleaner, an `rm` by mistake) may have deleted or replaced it, and
+        appending to an unlinked file would acknowledge changes that no restart can find."""
+        try:
+            current = self.ops.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        except OSError as exc:
+            self.dead = True
+            raise storage_error(exc, "checking the journal segment") from exc
+        if current != self._inode:
+            self.dead = True
+            gone = "deleted" if current is None else "replaced"
+            raise storage_error(OSError(errno.ESTALE, f"journal segment {self.path.name} was {gone} by another program"),
+                                "syncing the journal")
 
     def close(self) -> None:
         if self._fd is not None:

@@ -230,3 +230,13 @@ def test_invalid_timestamps_raise_timestamp_error_only(text: str) -> None:
     with pytest.raises(timestamps.TimestampError):
         timestamps.parse_ns(text)
     assert timestamps.is_valid(text) is False
+
+
+def test_canonical_uuid_is_lower_case_and_hyphenated() -> None:
+    from docpilotd.domain.validate import canonical_prefix, canonical_uuid
+
+    spelled = "3d65a113-5fa1-4530-b289-7b401e21f0c2"
+    for variant in (spelled, spelled.upper(), spelled.replace("-", ""), spelled.replace("-", "").upper()):
+        assert canonical_uuid(variant) == spelled
+    assert canonical_uuid("not-a-uuid") == "not-a-uuid"
+    assert canonical_prefix(" 3D65-A1 ") == "3d65a1"
