@@ -22,7 +22,7 @@ with the lists; `updated_at` is the timestamp of the last change.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import NamedTuple, Union
 
 import msgspec
 
@@ -112,6 +112,26 @@ def create(change: Create) -> Session:
     return session
 
 
+class Rule(NamedTuple):
+    """One row of the state machine: the states a change is allowed in, the state it leads to
+    (None: the same), and what it does, for the refusal message."""
+
+    allowed: tuple[str, ...]
+    after: str | None
+    action: str
+
+
+# The state machine, written once (h11's style): `apply` and `state_after` both read it.
+# Create, Replace and Fail are not here: Create needs no session, Replace and Fail work from any.
+TRANSITIONS: dict[type, Rule] = {
+    RecordCommand: Rule(("Active",), None, "record a command"),
+    Annotate: Rule(("Active", "Paused"), None, "add an annotation"),
+    Pause: Rule(("Active",), "Paused", "pause"),
+    Resume: Rule(("Paused",), "Active", "resume"),
+    Stop: Rule(("Active", "Paused"), "Stopped", "stop"),
+}
+
+
 def apply(session: Session, change: Change) -> Session:
     """Apply `change` to `session` in place (or return the replacement) after checking it is allowed.
 
@@ -122,8 +142,10 @@ def apply(session: Session, change: Change) -> Session:
     if isinstance(change, Create):
         raise InvalidTransition(f"session {session.id} already exists")
     state = state_name(session.state)
+    rule = TRANSITIONS.get(type(change))
+    if rule is not None and state not in rule.allowed:
+        raise InvalidTransition(f"cannot {rule.action}: session {session.id} is {state}")
     if isinstance(change, RecordCommand):
-        _require(session, state, ("Active",), "record a command")
         entry = change.entry
         session.commands.append(entry)
         session.stats.total_commands += 1
@@ -133,22 +155,18 @@ def apply(session: Session, change: Change) -> Session:
             session.stats.failed_commands += 1
         _event(session, change.event_id, "CommandCaptured", entry.timestamp, entry.command)
     elif isinstance(change, Annotate):
-        _require(session, state, ("Active", "Paused"), "add an annotation")
         note = change.annotation
         session.annotations.append(note)
         session.stats.total_annotations += 1
         _event(session, change.event_id, "AnnotationAdded", note.timestamp, f"Annotation added: {note.id}")
     elif isinstance(change, Pause):
-        _require(session, state, ("Active",), "pause")
         session.state = "Paused"
         session.stats.pause_resume_count += 1
         _event(session, change.event_id, "SessionPaused", change.at, None)
     elif isinstance(change, Resume):
-        _require(session, state, ("Paused",), "resume")
         session.state = "Active"
         _event(session, change.event_id, "SessionResumed", change.at, None)
     elif isinstance(change, Stop):
-        _require(session, state, ("Active", "Paused"), "stop")
         session.state = "Stopped"
         session.stopped_at = change.at
         if session.started_at is not None:
@@ -161,11 +179,6 @@ def apply(session: Session, change: Change) -> Session:
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown change {type(change).__name__}")
     return session
-
-
-def _require(session: Session, state: str, allowed: tuple[str, ...], action: str) -> None:
-    if state not in allowed:
-        raise InvalidTransition(f"cannot {action}: session {session.id} is {state}")
 
 
 def _event(session: Session, event_id: str, kind: EventType, at: str, details: str | None) -> None:
@@ -191,14 +204,7 @@ def state_after(state: str | None, change: Change) -> str:
         raise InvalidTransition("session already exists")
     if isinstance(change, Fail):
         return "Error"
-    allowed: dict[type, tuple[tuple[str, ...], str | None, str]] = {
-        RecordCommand: (("Active",), None, "record a command"),
-        Annotate: (("Active", "Paused"), None, "add an annotation"),
-        Pause: (("Active",), "Paused", "pause"),
-        Resume: (("Paused",), "Active", "resume"),
-        Stop: (("Active", "Paused"), "Stopped", "stop"),
-    }
-    states, after, action = allowed[type(change)]
-    if state not in states:
-        raise InvalidTransition(f"cannot {action}: the session is {state}")
-    return after or state
+    rule = TRANSITIONS[type(change)]
+    if state not in rule.allowed:
+        raise InvalidTransition(f"cannot {rule.action}: the session is {state}")
+    return rule.after or state

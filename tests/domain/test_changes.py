@@ -245,3 +245,54 @@ def test_applying_the_same_changes_twice_gives_the_same_bytes() -> None:
         b = changes.apply(b, change)
     assert msgspec.json.encode(a) == msgspec.json.encode(b)
     assert a.state == "Stopped" and a.stats.failed_commands == 1
+
+
+KINDS = ("command", "annotate", "pause", "resume", "stop", "fail", "create", "replace")
+
+
+def _change_of(kind: str, clock: Clock, session: Session) -> changes.Change:
+    if kind == "command":
+        return command_change("make", clock())
+    if kind == "annotate":
+        return annotate_change("a note", clock())
+    if kind == "pause":
+        return pause(clock)
+    if kind == "resume":
+        return resume(clock)
+    if kind == "stop":
+        return stop(clock)
+    if kind == "fail":
+        return fail(clock)
+    if kind == "create":
+        return changes.Create(session_id=session.id, description="again", at=clock(), event_id=new_id(), metadata=metadata())
+    return changes.Replace(session=build_session(commands=1, clock=clock), reason="restore")
+
+
+def test_state_after_and_apply_agree_on_every_sequence() -> None:
+    """The runtime checks a change with `state_after` before journaling it and recovery applies
+    it with `apply`: for any history, one refuses exactly what the other refuses, and both lead
+    to the same state."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(KINDS), max_size=25))
+    def check(kinds: list[str]) -> None:
+        clock = Clock()
+        session = build_session(commands=1, annotations=0, clock=clock)
+        for kind in kinds:
+            change = _change_of(kind, clock, session)
+            before = state_name(session.state)
+            try:
+                predicted = changes.state_after(before, change)
+            except InvalidTransition:
+                predicted = None
+            try:
+                session = changes.apply(session, change)
+            except InvalidTransition:
+                assert predicted is None, f"state_after allowed {kind} in {before}; apply refused it"
+                assert state_name(session.state) == before
+                continue
+            assert predicted == state_name(session.state), f"{kind} from {before}"
+
+    check()
