@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-from .errors import ConfigError, ServiceError, ServiceManagerUnreachable, UsageError
-from .paths import MAX_SOCKET_PATH, SOCKET_NAME
-from .storage.atomic import write_atomic
-from .storage.fsops import OsFileOps
+from ..errors import ConfigError, ServiceError, ServiceManagerUnreachable, UsageError
+from ..paths import MAX_SOCKET_PATH, SOCKET_NAME
+from ..storage.atomic import write_atomic
+from ..storage.fsops import OsFileOps
 
 Platform = Literal["systemd", "launchd"]
 UNIT = "docpilotd.service"
