@@ -53,6 +53,27 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return Path(self.data_dir).expanduser() if self.data_dir else default_home()
 
 
+# Settings read once at start-up: a reload keeps the running value (and says so when it differs).
+RESTART_ONLY = frozenset({"data_dir", "log_file", "rescan_interval"})
+
+
+def reload_into(running: Config, fresh: Config) -> tuple[set[str], set[str]]:
+    """Copy into `running` (which the daemon's parts share) every setting of `fresh` that can
+    change while running; returns the names that changed and those that differ but need a restart."""
+    changed: set[str] = set()
+    kept: set[str] = set()
+    for name in running.__struct_fields__:
+        new = getattr(fresh, name)
+        if new == getattr(running, name):
+            continue
+        if name in RESTART_ONLY:
+            kept.add(name)
+        else:
+            setattr(running, name, new)
+            changed.add(name)
+    return changed, kept
+
+
 # Environment variables and the (dotted) key each one sets.
 ENVIRONMENT: dict[str, str] = {
     "DOCPILOT_HOME": "data_dir",

@@ -3,18 +3,22 @@
 Why this order: promise 3 says no request is served before recovery has finished, and promise 4
 says one owner. So:
 
-    lock  ->  pid file (--detach)  ->  recovery (repair)  ->  engine adopts sessions, checkpoints
-          what replay changed  ->  watcher  ->  autosave  ->  bind and serve  ->  READY=1 to systemd
+    start:  lock  ->  pid file (--detach)  ->  recovery (repair)  ->  engine adopts sessions,
+            checkpoints what replay changed  ->  capture markers, the shell spool read  ->
+            watcher  ->  autosave  ->  bind  ->  READY=1 to systemd
+    serve:  until SIGTERM or SIGINT (watchdog heartbeats meanwhile)
+    shut down: as below
 
 The lock comes first because binding would unlink a running daemon's socket; the pid file is
 written only while holding it, so a refused second daemon never touches the first one's. The socket is bound
 last, so a client that connects early finds no socket (and spools, or is told the daemon is not
 running) instead of a socket that hangs during a long recovery.
 
-Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish, stop autosave and the
-watcher, final checkpoint of every changed session (shielded from cancellation), close the journal,
-remove the pid file, release the lock. SIGHUP re-reads the configuration (autosave interval, durability, limits, log
-level); the data root cannot change while running.
+Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish, stop autosave, the
+watcher and the spool's timers (their tasks are owned: see tasks.py), read the spool a last time,
+final checkpoint of every changed session (shielded from cancellation), let journal flushes end,
+close the journal, remove the pid file, release the lock. SIGHUP re-reads the configuration: every
+setting but those config.RESTART_ONLY names (the data root, the log file, the rescan interval).
 """
 
 from __future__ import annotations
@@ -60,58 +64,13 @@ class App:
         self.spool: Spool | None = None
 
     async def run(self) -> int:
-        started = time.time_ns()
+        """The three phases: start (lock, recovery, everything up to serving), serve (until
+        SIGTERM or SIGINT), shut down (stop serving, final save)."""
         self.layout.ensure()
         self.lock.acquire()
         try:
-            # Before recovery: a SIGTERM or SIGHUP that arrives during a long recovery is kept for
-            # later instead of killing the daemon with the default action.
-            self._install_signals()
-            # A socket passed by a service manager is taken over now and served only after recovery.
-            inherited = activation.adopt_listening_socket(self.layout.socket)
-            if self.pid_file is not None:
-                _write_pid_file(self.pid_file)
-            notify.send("STATUS=recovering")
-            store = SessionStore(self.layout, backups_kept=self.config.backups_kept)
-            loop = asyncio.get_running_loop()
-            report, recovered = await loop.run_in_executor(None, lambda: recover_all(store, repair=True))
-            self._log_recovery(report)
-            engine = Engine(self.config, store)
-            self.engine = engine
-            engine.adopt(recovered)
-            changed = {s.session_id for s in report.sessions if s.replayed or s.status == "repaired"}
-            await engine.settle_after_recovery(changed)
-            ctx = Context(engine, report, started)
-            # Commands shells spooled while the daemon was down are part of recovery: ingested
-            # before the socket serves anyone.
-            markers = Markers(self.layout)
-            engine.on_state_change = lambda: _sync_markers(markers, engine)
-            _sync_markers(markers, engine)
-            self.spool = Spool(engine, ctx.recorder, ctx.privacy)
-            ctx.spool = self.spool  # verbs read what was typed first; redact and purge remove spool files
-            spooled = await self.spool.ingest()
-            if spooled:
-                log.info("recovery: %d command(s) ingested from the shell spool", spooled)
-            self.spool.start()
-            self.watcher = Watcher(engine, self.config.rescan_interval, self.spool)
-            self.watcher.start()
-            engine.on_directories_restored = self.watcher.directories_restored_threadsafe
-            self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
-            self.autosave.start()
-            # An inherited socket's path belongs to the service manager: the server must not unlink it.
-            self.server = Server(ctx, self.config.limits, self.layout.socket, owns_path=inherited is None)
-            await self.server.start(sock=inherited)
-            log.info(
-                "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",
-                len(engine.entries), sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
-                self.layout.root, report.duration_ms, self.layout.socket,
-            )
-            notify.send("READY=1", f"STATUS=serving {len(engine.entries)} sessions")
-            heartbeat = notify.start_watchdog(loop)
-            await self.stopping.wait()
-            if heartbeat is not None:
-                heartbeat.cancel()
-            notify.send("STOPPING=1")
+            await self._start()
+            await self._serve()
             await asyncio.shield(self._shutdown())
             return 0
         finally:
@@ -122,6 +81,59 @@ class App:
                     pass
             self.lock.release()
 
+    async def _start(self) -> None:
+        started = time.time_ns()
+        # Before recovery: a SIGTERM or SIGHUP that arrives during a long recovery is kept for
+        # later instead of killing the daemon with the default action.
+        self._install_signals()
+        # A socket passed by a service manager is taken over now and served only after recovery.
+        inherited = activation.adopt_listening_socket(self.layout.socket)
+        if self.pid_file is not None:
+            _write_pid_file(self.pid_file)
+        notify.send("STATUS=recovering")
+        store = SessionStore(self.layout, backups_kept=self.config.backups_kept)
+        loop = asyncio.get_running_loop()
+        report, recovered = await loop.run_in_executor(None, lambda: recover_all(store, repair=True))
+        self._log_recovery(report)
+        engine = Engine(self.config, store)
+        self.engine = engine
+        engine.adopt(recovered)
+        changed = {s.session_id for s in report.sessions if s.replayed or s.status == "repaired"}
+        await engine.settle_after_recovery(changed)
+        ctx = Context(engine, report, started)
+        # Commands shells spooled while the daemon was down are part of recovery: ingested
+        # before the socket serves anyone.
+        markers = Markers(self.layout)
+        engine.on_state_change = lambda: _sync_markers(markers, engine)
+        _sync_markers(markers, engine)
+        self.spool = Spool(engine, ctx.recorder, ctx.privacy)
+        ctx.spool = self.spool  # verbs read what was typed first; redact and purge remove spool files
+        spooled = await self.spool.ingest()
+        if spooled:
+            log.info("recovery: %d command(s) ingested from the shell spool", spooled)
+        self.spool.start()
+        self.watcher = Watcher(engine, self.config.rescan_interval, self.spool)
+        self.watcher.start()
+        engine.on_directories_restored = self.watcher.directories_restored_threadsafe
+        self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
+        self.autosave.start()
+        # An inherited socket's path belongs to the service manager: the server must not unlink it.
+        self.server = Server(ctx, self.config.limits, self.layout.socket, owns_path=inherited is None)
+        await self.server.start(sock=inherited)
+        log.info(
+            "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",
+            len(engine.entries), sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
+            self.layout.root, report.duration_ms, self.layout.socket,
+        )
+        notify.send("READY=1", f"STATUS=serving {len(engine.entries)} sessions")
+
+    async def _serve(self) -> None:
+        heartbeat = notify.start_watchdog(asyncio.get_running_loop())
+        await self.stopping.wait()
+        if heartbeat is not None:
+            heartbeat.cancel()
+        notify.send("STOPPING=1")
+
     async def _shutdown(self) -> None:
         log.info("stopping: finishing requests and saving")
         if self.server is not None:
@@ -129,9 +141,9 @@ class App:
         if self.autosave is not None:
             self.autosave.stop()
         if self.watcher is not None:
-            self.watcher.stop()
+            await self.watcher.stop()
         if self.spool is not None:
-            self.spool.stop()
+            await self.spool.close()
             try:
                 await self.spool.ingest()  # what shells sent until now is kept before the final save
             except Exception:  # pragma: no cover - a bug; it must not stop the final save
@@ -151,27 +163,24 @@ class App:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
 
     def reload(self) -> None:
+        """SIGHUP: take every setting that can change while running (config.reload_into says
+        which), then tell the parts that keep a copy of one."""
         try:
             fresh = config_mod.load(self.config_file)
         except DocpilotError as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return
-        if fresh.home != self.config.home:
-            log.warning("SIGHUP: data_dir cannot change while running; keeping %s", self.layout.root)
-        if self.autosave is not None and fresh.autosave_interval != self.config.autosave_interval:
-            self.autosave.reschedule(fresh.autosave_interval)
-        for name in (
-            "durability", "batch_window_ms", "backups_kept", "log_level", "autosave_interval",
-            "redact_defaults", "redact_patterns", "record_own_commands",
-        ):
-            setattr(self.config, name, getattr(fresh, name))
-        self.config.limits = fresh.limits
+        changed, kept = config_mod.reload_into(self.config, fresh)
+        for name in kept:
+            log.warning("SIGHUP: %s cannot change while running; restart docpilotd for it", name)
+        if "autosave_interval" in changed and self.autosave is not None:
+            self.autosave.reschedule(self.config.autosave_interval)
         if self.engine is not None:
-            self.engine.store.backups_kept = fresh.backups_kept
+            self.engine.store.backups_kept = self.config.backups_kept
         if self.server is not None:
-            self.server.limits = fresh.limits
-        logging.getLogger("docpilotd").setLevel(fresh.log_level.upper())
-        log.info("SIGHUP: configuration reloaded")
+            self.server.limits = self.config.limits
+        logging.getLogger("docpilotd").setLevel(self.config.log_level.upper())
+        log.info("SIGHUP: configuration reloaded%s", f" ({', '.join(sorted(changed))} changed)" if changed else "")
 
     def _log_recovery(self, report: Any) -> None:
         for s in report.sessions:

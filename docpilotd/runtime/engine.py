@@ -46,6 +46,7 @@ from ..storage import backups, journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
 from ..storage.recovery import Recovered
 from ..storage.store import SaveResult, SessionStore
+from .tasks import TaskSet
 
 log = logging.getLogger("docpilotd.engine")
 CLOCK_STEP_LOG_NS = 1_000_000_000  # a wall clock behind by more than this is logged as a step
@@ -132,6 +133,7 @@ class Engine:
         self.on_state_change: Callable[[], None] | None = None
         # Called (from any thread) after removed data directories were made again (the watcher).
         self.on_directories_restored: Callable[[], None] | None = None
+        self.tasks = TaskSet("engine")  # journal flushes and batch syncs: awaited by close()
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class Engine:
         entry.pending_bytes += journal.frame(seq, change)
         if not entry.flushing:
             entry.flushing = True
-            asyncio.get_running_loop().create_task(self._flush(entry))
+            self.tasks.spawn(self._flush(entry), name=f"flush {entry.session_id}")
         await future
 
     def new_entry(self, session_id: str) -> Entry:
@@ -351,7 +353,7 @@ class Engine:
     def _schedule_sync(self, entry: Entry) -> None:
         self._unsynced.add(entry.session_id)
         if self._sync_task is None or self._sync_task.done():
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_later())
+            self._sync_task = self.tasks.spawn(self._sync_later(), name="batch sync")
 
     async def _sync_later(self) -> None:
         """Durability "batch": fsync every written segment within batch_window_ms."""
@@ -585,6 +587,7 @@ class Engine:
         return written
 
     async def close(self) -> None:
+        await self.tasks.wait_all()  # a flush in progress ends with its fsync and its replies
         for entry in self.entries.values():
             if entry.writer is not None:
                 async with entry.io_lock:

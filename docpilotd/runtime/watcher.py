@@ -34,6 +34,7 @@ from ..storage import snapshot
 from ..storage.recovery import recover_session
 from ..storage.store import Identity
 from .engine import Engine, Entry, summarize
+from .tasks import TaskSet
 
 if TYPE_CHECKING:
     from .capture.spool import Spool
@@ -82,8 +83,7 @@ class Watcher:
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._pending: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._rescan_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("watcher")
         self._watched: list[tuple[Path, FileSystemEventHandler]] = []
         self._watches: dict[Path, tuple[ObservedWatch, int | None]] = {}
 
@@ -100,7 +100,7 @@ class Watcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
-        self._rescan_task = self._loop.create_task(self._rescan_forever())
+        self._tasks.spawn(self._rescan_forever(), name="rescan sessions")
 
     def baseline(self) -> None:
         """Remember the files recovery accepted as ours, so they are not taken for foreign ones."""
@@ -112,16 +112,13 @@ class Watcher:
                 except OSError:
                     self._pending.add(session_id)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5)
-        if self._rescan_task is not None:
-            self._rescan_task.cancel()
+            await asyncio.get_running_loop().run_in_executor(None, self._observer.join, 5)
         if self._timer is not None:
             self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.cancel_all()
 
     def spool_threadsafe(self) -> None:
         if self.spool is not None and self._loop is not None and not self._loop.is_closed():
@@ -140,9 +137,7 @@ class Watcher:
         self._timer = None
         pending, self._pending = self._pending, set()
         assert self._loop is not None
-        task = self._loop.create_task(self._check_all(pending))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._check_all(pending), name="check session files")
 
     async def _check_all(self, ids: set[str]) -> None:
         for session_id in sorted(ids):

@@ -41,6 +41,7 @@ from ... import protocol as p
 from ...storage import quarantine
 from ..engine import Engine
 from ..privacy import Privacy
+from ..tasks import TaskSet
 from .recorder import Outcome, Recorder
 
 log = logging.getLogger("docpilotd.capture")
@@ -89,18 +90,20 @@ class Spool:
         self._notify_timer: asyncio.TimerHandle | None = None
         self._notified_task: asyncio.Task[None] | None = None
         self._again = False
-        self._maintainer: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("capture")
 
     # -- triggers ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start retiring files on a timer of its own."""
-        self._maintainer = asyncio.get_running_loop().create_task(self._maintain_forever())
+        self._tasks.spawn(self._maintain_forever(), name="retire spool files")
 
-    def stop(self) -> None:
-        for handle in (self._notify_timer, self._maintainer, self._notified_task):
-            if handle is not None:
-                handle.cancel()
+    async def close(self) -> None:
+        """Stop reading on notifications and retiring; an `ingest` may still be called after."""
+        if self._notify_timer is not None:
+            self._notify_timer.cancel()
+            self._notify_timer = None
+        await self._tasks.cancel_all()
 
     def notify(self) -> None:
         """A shell appended (or may have): read within NOTIFY_DELAY_S; appends of a burst coalesce."""
@@ -112,14 +115,14 @@ class Spool:
 
     def _notified(self) -> None:
         self._notify_timer = None
-        self._notified_task = asyncio.get_running_loop().create_task(self._ingest_notified())
+        self._notified_task = self._tasks.spawn(self._ingest_notified(), name="read the spool")
 
     async def _ingest_notified(self) -> None:
         while True:
             self._again = False
             try:
                 await self.ingest()
-            except Exception:  # pragma: no cover - a bug; capture must keep working
+            except Exception:  # a bug, or a change refused by the disk: capture must keep working
                 log.exception("spool ingestion failed")
             if not self._again:
                 return
