@@ -135,8 +135,12 @@ class Import(_Request, tag="import"):
 
 
 class Generate(_SessionRequest, tag="generate"):
-    """Markdown documentation of the session. `output`: an absolute path (the client resolves
-    it); without it the session's `output_file`, and without that the text comes back."""
+    """Markdown documentation of the session. Without `output` (what the client sends), the
+    result has the text (`markdown`), the session's `output_file` (absolute, or null) and
+    `output_file_trusted` (true only for a file `start --output-file` chose in this data root):
+    the client decides where the document goes and writes it. `output` (older clients): an
+    absolute path the daemon writes itself (never a FIFO, a device or the data root); the result
+    then has `path` and `bytes` instead of the text."""
 
     output: ShortText | None = None
 

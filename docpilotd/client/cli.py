@@ -3,6 +3,9 @@
 Every verb accepts `--json` (machine-readable output) and session verbs accept `--session ID`
 (default: $DOCPILOT_SESSION, else the daemon's most recently started live session). Errors are one
 line on stderr and a stable exit code (see docpilotd.errors); no traceback reaches the user.
+Documents and exports are written here, as the user and relative to the user's directory, by
+docpilotd.client.destination (the daemon only sends the text); the transport talks only to a
+daemon of the user's own uid.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DocpilotError, UsageError
+from . import destination
 from .transport import Connection
 
 # verb: (aliases, help)
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     if verb == "start":
         p.add_argument("description", nargs="+")
-        p.add_argument("--output-file", "-o", help="where generated documentation goes")
+        p.add_argument("--output-file", "-o", help="where generated documentation goes (stored as an absolute path)")
         p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     elif verb == "annotate":
         p.add_argument("text", nargs="+")
@@ -95,10 +99,11 @@ def _add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     elif verb == "cleanup":
         p.add_argument("--max-age-days", type=float, required=True)
     elif verb == "export":
-        p.add_argument("--output", "-o", help="file to write (default: standard output)")
+        p.add_argument("--output", "-o", help="file, directory, FIFO or device to write; - or none: standard output")
         p.add_argument("--format", "-f", choices=["json", "markdown"], default="json")
     elif verb == "generate":
-        p.add_argument("--output", "-o", help="file (or directory) to write; default: the session's output file")
+        p.add_argument("--output", "-o", help="file, directory ({id}.md), FIFO or device to write, - for standard output; "
+                       "default: the output file the session was started with")
     elif verb == "redact":
         p.add_argument("pattern", nargs="?", help="the secret; omit it (or give -) to type it or pipe it in")
         p.add_argument("--regex", action="store_true", help="PATTERN is a regular expression")
@@ -123,7 +128,7 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         fields["session"] = args.session or os.environ.get("DOCPILOT_SESSION") or None
     if verb == "start":
         return "start", {
-            "description": " ".join(args.description), "output_file": args.output_file, "tags": args.tag,
+            "description": " ".join(args.description), "output_file": _output_file(args.output_file), "tags": args.tag,
             "cwd": os.getcwd(), "shell": os.path.basename(os.environ.get("SHELL", "")) or None,
         }
     if verb == "annotate":
@@ -147,13 +152,24 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if verb == "export":
         return "export", {**fields, "format": args.format}
     if verb == "generate":
-        output = str(Path(args.output).expanduser().absolute()) if args.output else None
-        return "generate", {**fields, "output": output}
+        # The daemon renders; this client writes (where the user asked, relative to the user's cwd).
+        return "generate", fields
     if verb == "redact":
         return "redact", {**fields, "pattern": _secret(args.pattern), "regex": args.regex}
     if verb == "purge":
         return "purge", {"session": args.session, "force": args.force}
     return verb, fields
+
+
+def _output_file(given: str | None) -> str | None:
+    """`start --output-file`: stored as an absolute path (relative to where `start` ran)."""
+    if given is None:
+        return None
+    if given == destination.STDOUT:
+        raise UsageError("--output-file - is standard output, where generate writes anyway without an output file")
+    if not given.strip():
+        raise UsageError("--output-file needs a path")
+    return os.path.abspath(os.path.expanduser(given))
 
 
 def _secret(given: str | None) -> str:
@@ -189,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         op, fields = request_for(args)
         with Connection() as conn:
             result = conn.request(op, **fields)
-        code = _deliver(args, result)
+            places = _private_places(conn) if _writes_a_file(args, result) else ([], [])
+        code = _deliver(args, result, places)
         if args.verb in _READING_VERBS and fields.get("session") is None and isinstance(result, dict):
             used = result.get("session") if isinstance(result.get("session"), str) else result.get("id")
             print(f"docpilot: that was session {used} (the most recent; --session ID for another)", file=sys.stderr)
@@ -200,28 +217,75 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`
+        destination.discard_stdout()
         return 0
+    except OSError as exc:  # standard output or error refused a write: one line, no traceback
+        destination.discard_stdout()
+        error = destination.error_for(exc, "standard output")
+        print(f"docpilot: {error.message}", file=sys.stderr)
+        return error.exit_code
 
 
-def _deliver(args: argparse.Namespace, result: Any) -> int:
-    """Print or write what the daemon answered, as the verb asks."""
-    if args.verb == "export" and args.format == "markdown" and (args.output or not args.json):
+# Where a document or an export goes is decided here, on the user's side of the socket: the daemon
+# sends the text (and, for generate, the session's output file and whether it can be trusted), and
+# destination.write puts it where the user asked without replacing anything but a regular file.
+
+def _target(args: argparse.Namespace, result: Any) -> str | None:
+    """The path (or "-") a document or export goes to, None for the verb's usual printing."""
+    if args.verb == "export":
+        return args.output or None
+    if args.verb == "generate" and isinstance(result, dict) and "markdown" in result:
         if args.output:
-            _write_text(Path(args.output), result["markdown"])
-            if args.json:
-                print(json.dumps({"exported": str(Path(args.output).absolute()), "session": result["session"]}))
-            else:
-                print(f"exported {result['session']} to {args.output}")
+            return str(args.output)
+        if result.get("output_file") and result.get("output_file_trusted") is True:
+            return str(result["output_file"])
+    return None
+
+
+def _writes_a_file(args: argparse.Namespace, result: Any) -> bool:
+    return _target(args, result) not in (None, destination.STDOUT)
+
+
+def _private_places(conn: Connection) -> tuple[list[str], list[str]]:
+    """docpilotd's own directories and configuration files, which nothing is ever written into:
+    the data root the daemon says it uses, the one this client would use, the socket's directory."""
+    home = os.environ.get("DOCPILOT_HOME")
+    root = os.path.abspath(os.path.expanduser(home)) if home else str(Path.home() / ".docpilot")
+    places = [root, str(conn.path.parent)]
+    try:
+        status = conn.request("status")
+        daemon_root = status["daemon"]["root"]
+        if isinstance(daemon_root, str) and daemon_root:
+            places.append(daemon_root)
+    except (DocpilotError, KeyError, TypeError):
+        pass
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    configs = [os.path.join(base, "docpilot", "docpilotd.toml"), os.path.join(root, "docpilotd.toml")]
+    if os.environ.get("DOCPILOT_CONFIG"):
+        configs.append(os.environ["DOCPILOT_CONFIG"])
+    return places, configs
+
+
+def _write(target: str, text: str, name: str, places: tuple[list[str], list[str]]) -> tuple[str, str]:
+    return destination.write(target, text.encode("utf-8", "replace"), name=name, forbidden=places[0], config_files=places[1])
+
+
+def _deliver(args: argparse.Namespace, result: Any, places: tuple[list[str], list[str]] = ([], [])) -> int:
+    """Print or write what the daemon answered, as the verb asks."""
+    target = _target(args, result)
+    if args.verb == "generate" and isinstance(result, dict) and "markdown" in result:
+        return _deliver_document(args, result, target, places)
+    if args.verb == "export" and target not in (None, destination.STDOUT):
+        assert target is not None
+        if args.format == "markdown":
+            session, text, suffix = result["session"], result["markdown"], "md"
         else:
-            sys.stdout.write(result["markdown"])
+            session, text, suffix = result.get("id"), json.dumps(result, indent=2, ensure_ascii=False) + "\n", "json"
+        written, _ = _write(target, text, f"{session}.{suffix}", places)
+        print(json.dumps({"exported": written, "session": session}) if args.json else f"exported {session} to {args.output}")
         return 0
-    if args.verb == "generate" and "markdown" in result and not args.json:
-        sys.stdout.write(result["markdown"])
-        return 0
-    if args.verb == "export" and args.output:
-        _write_export(Path(args.output), result)
-        result_for_print: Any = {"exported": str(Path(args.output).absolute()), "session": result.get("id")}
-        print(json.dumps(result_for_print) if args.json else f"exported {result.get('id')} to {args.output}")
+    if args.verb == "export" and args.format == "markdown" and not args.json:
+        destination.write_stdout(result["markdown"].encode("utf-8", "replace"))
         return 0
     if args.json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -230,20 +294,34 @@ def _deliver(args: argparse.Namespace, result: Any) -> int:
     return 0
 
 
-def _write_export(path: Path, session: Any) -> None:
-    _write_text(path, json.dumps(session, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_text(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+def _deliver_document(args: argparse.Namespace, result: dict[str, Any], target: str | None,
+                      places: tuple[list[str], list[str]]) -> int:
+    """generate: the Markdown to standard output, or written to -o, or to a trusted output file."""
+    output_file = result.get("output_file")
+    if not args.output and output_file and result.get("output_file_trusted") is not True:
+        print(f"docpilot: not written to {output_file}: that output file was not set by 'docpilot start' here "
+              f"(an imported session, or a file from elsewhere); use -o {output_file} to write it there",
+              file=sys.stderr)
+    if target in (None, destination.STDOUT):
+        if args.json:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        else:
+            destination.write_stdout(result["markdown"].encode("utf-8", "replace"))
+        return 0
+    assert target is not None
+    data = result["markdown"]
+    written, went = _write(target, data, f"{result['session']}.md", places)
+    if went == destination.STDOUT:  # -o named this process's standard output: the document is there
+        return 0
+    summary = {
+        "session": result["session"], "commands": result["commands"], "annotations": result["annotations"],
+        "path": written, "bytes": len(data.encode("utf-8", "replace")),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    else:
+        render("generate", summary)
+    return 0
 
 
 def render(verb: str, result: Any) -> None:

@@ -3,6 +3,14 @@
 Finds the socket the way the daemon places it (see docpilotd.paths, mirrored here without its
 imports to keep the client light). Raises DaemonNotRunning, with how to start it, when nothing
 listens.
+
+Only our own daemon hears us. Before anything is sent (a note, a command line, the secret piped into
+`redact`), the client checks that the socket's directory belongs to us and is not writable by
+others, that the socket itself is a socket that belongs to us, and, once connected, that the process
+listening runs as our uid (SO_PEERCRED on Linux, LOCAL_PEERCRED on macOS and the BSDs). Anything
+else is PermissionDenied (exit 9) and the connection is closed unused. On a system with neither
+peer-credential call the path checks are all there is (a listener of another user cannot bind in a
+directory of ours that only we can write).
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ import json
 import os
 import socket
 import stat
+import struct
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import DaemonNotRunning, ProtocolError, error_from_code
+from ..errors import DaemonNotRunning, PermissionDenied, ProtocolError, error_from_code
 
 SOCKET_NAME = "docpilotd.sock"
 START_HINT = "start it with 'docpilotd run' (or 'docpilotd run --detach')"
@@ -35,9 +45,66 @@ def socket_path() -> Path:
     return Path.home() / ".docpilot" / "run" / SOCKET_NAME
 
 
+def check_socket_path(path: Path) -> None:
+    """Refuse (PermissionDenied) a socket that another user could have put there: its directory
+    must be ours and not writable by others, the socket a socket of ours. Nothing there at all is
+    DaemonNotRunning."""
+    uid = os.geteuid()
+    directory = path.parent
+    try:
+        dir_st = os.stat(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DaemonNotRunning(f"docpilotd is not running ({path}); {START_HINT}") from None
+    except OSError as exc:
+        raise PermissionDenied(f"refusing to use {path}: cannot examine {directory}: {exc.strerror}") from None
+    if dir_st.st_uid != uid:
+        raise PermissionDenied(
+            f"refusing to use {path}: its directory {directory} belongs to uid {dir_st.st_uid}, not to you "
+            f"(uid {uid}); another user may be listening there (check DOCPILOT_HOME)"
+        )
+    if dir_st.st_mode & 0o022:
+        raise PermissionDenied(
+            f"refusing to use {path}: its directory {directory} is writable by other users "
+            f"(mode {stat.S_IMODE(dir_st.st_mode):o}); make it 0700"
+        )
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DaemonNotRunning(f"docpilotd is not running ({path}); {START_HINT}") from None
+    except OSError as exc:
+        raise PermissionDenied(f"refusing to use {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise PermissionDenied(f"refusing to use {path}: it is not a socket")
+    if st.st_uid != uid:
+        raise PermissionDenied(
+            f"refusing to use {path}: the socket belongs to uid {st.st_uid}, not to you (uid {uid})"
+        )
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (as it was when it listened), or None when this
+    system offers no way to ask."""
+    if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+        size = struct.calcsize("iII")
+        _, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
+        return int(uid)
+    if sys.platform == "darwin" or "bsd" in sys.platform:
+        # getpeereid(3) is LOCAL_PEERCRED at level SOL_LOCAL (0), giving struct xucred
+        # {u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16];} (76 bytes).
+        level, option = getattr(socket, "SOL_LOCAL", 0), getattr(socket, "LOCAL_PEERCRED", 0x001)
+        try:
+            raw = sock.getsockopt(level, option, 76)
+        except OSError:
+            return None
+        _, uid = struct.unpack_from("=II", raw)
+        return int(uid)
+    return None
+
+
 class Connection:
     def __init__(self, path: Path | None = None, timeout: float = 30.0) -> None:
         self.path = path or socket_path()
+        check_socket_path(self.path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -48,6 +115,17 @@ class Connection:
         except OSError as exc:
             self.sock.close()
             raise DaemonNotRunning(f"cannot reach docpilotd at {self.path}: {exc.strerror}; {START_HINT}") from None
+        try:
+            uid = peer_uid(self.sock)
+        except OSError as exc:
+            self.sock.close()
+            raise PermissionDenied(f"refusing to talk to {self.path}: cannot tell who listens there ({exc.strerror})") from None
+        if uid is not None and uid != os.geteuid():
+            self.sock.close()
+            raise PermissionDenied(
+                f"refusing to talk to {self.path}: the process listening there runs as uid {uid}, "
+                f"not as you (uid {os.geteuid()}); nothing was sent"
+            )
         self._buffer = b""
         self._next_id = 1
 

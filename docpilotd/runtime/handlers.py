@@ -25,6 +25,7 @@ import msgspec
 from .. import __version__, protocol as p
 from ..domain import changes, timestamps
 from ..domain.model import Annotation, CommandEntry, SessionMetadata
+from ..domain.validate import canonical_uuid
 from ..errors import BackupNotFound, DocpilotError, InvalidSession, SessionExists, UnknownOperation, UsageError
 from ..storage import backups, maintenance, snapshot
 from ..docs import output as docs_output
@@ -74,6 +75,15 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
     redactor = ctx.privacy.redactor
     description = redactor.text(req.description)
     session_id = _new_id()
+    # The output file is stored absolute and marked as chosen here: only such a file is written by
+    # a bare `docpilot generate` (one that came with an import or a foreign file is not trusted).
+    output_file: str | None = None
+    trust: dict[str, str] = {}
+    if req.output_file:
+        layout = ctx.engine.store.layout
+        output_file = docs_output.absolute_output_file(redactor.text(req.output_file), req.cwd)
+        await _io(ctx, docs_output.check_output_file, output_file, layout)
+        trust = await _io(ctx, docs_output.mark_output_file, layout, session_id, output_file)
     metadata = SessionMetadata(
         working_directory=req.cwd or os.getcwd(),
         shell_type=req.shell or os.path.basename(os.environ.get("SHELL", "")) or "unknown",
@@ -82,11 +92,11 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
         user=req.user or getpass.getuser(),
         tags=[redactor.text(tag) for tag in req.tags],
         llm_provider=None,
-        settings={},
+        settings=trust,
     )
     change = changes.Create(
         session_id=session_id, description=description, at=_now(), event_id=_new_id(),
-        metadata=metadata, output_file=req.output_file,
+        metadata=metadata, output_file=output_file,
     )
     already_live = [
         {"id": e.session_id, "description": e.summary.get("description", ""), "state": e.pending_state}
@@ -268,7 +278,9 @@ async def export(req: p.Export, ctx: Context) -> Any:
 
 
 async def generate(req: p.Generate, ctx: Context) -> dict[str, Any]:
-    """Markdown documentation, rendered and written in the I/O pool (never on the loop)."""
+    """Markdown documentation, rendered in the I/O pool (never on the loop) and returned with the
+    session's output file and whether it is trusted: the client writes it (see docs.output). Only
+    the older protocol's absolute `output` is written here."""
     entry = await _latest(req, ctx)
     view = docs_output.freeze(await ctx.engine.full_session(entry))
     result: dict[str, Any] = await _io(ctx, docs_output.generate, view, req.output, ctx.engine.store.layout)
@@ -291,6 +303,10 @@ async def import_(req: p.Import, ctx: Context) -> dict[str, Any]:
         raise UsageError("import needs an absolute path (the client resolves it)")
     data = await _io(ctx, maintenance.read_import_file, path)
     session, _ = ctx.privacy.redactor.session(maintenance.parse_import(data, str(path)))
+    # Whatever the file says, its output file was not chosen here: never written without -o.
+    session = docs_output.untrusted(session)
+    # One spelling of an id everywhere: an id in upper case or without hyphens is the same session.
+    session = msgspec.structs.replace(session, id=canonical_uuid(session.id))
     if session.id in ctx.engine.entries:
         raise SessionExists(f"session {session.id} already exists; nothing was imported")
     entry = ctx.engine.new_entry(session.id)

@@ -107,7 +107,8 @@ def test_bad_destinations_are_refused(daemon: Daemon, tmp_path: Path) -> None:
     rc, _, err = daemon.client("generate", "-o", str(daemon.home / "sessions" / "doc.md"))
     assert rc == USAGE and "data directory" in err
     rc, _, err = daemon.client("generate", "-o", str(tmp_path / "missing" / "doc.md"))
-    assert rc == 10 and "not a directory" in err
+    # A directory that does not exist is the command line's fault (as for export): exit 2.
+    assert rc == USAGE and "not a directory" in err
     assert daemon.client("generate", "--session", "ffffffff")[0] == NO_SESSION
     assert not (daemon.home / "sessions" / "doc.md").exists()
 

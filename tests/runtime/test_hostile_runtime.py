@@ -126,3 +126,19 @@ def test_a_session_id_in_any_spelling_names_the_same_session(daemons: DaemonFact
         assert rc == 0, err
     assert len(_notes(d, sid)) == 3
     assert [s["id"] for s in d.call("sessions")] == [sid]
+
+
+def test_an_import_in_another_spelling_of_the_id_is_the_same_session(daemons: DaemonFactory, tmp_path: Path) -> None:
+    import json
+
+    d = daemons()
+    sid = d.call("start", description="exported")["id"]
+    d.call("stop", session=sid)
+    exported = d.call("export", session=sid)
+    for n, spelling in enumerate((sid.upper(), sid.replace("-", ""))):
+        copy = tmp_path / f"copy-{n}.json"
+        copy.write_text(json.dumps(dict(exported, id=spelling)))
+        reply = d.request("import", path=str(copy))
+        assert not reply["ok"] and reply["error"]["code"] == "session_exists", reply
+    assert [s["id"] for s in d.call("sessions")] == [sid]
+    assert sorted(os.listdir(d.sessions_dir)) == [f"{sid}.json"]
