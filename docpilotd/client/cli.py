@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DocpilotError, UsageError
-from . import destination
+from .. import destination
 from .transport import Connection
 
 # verb: (aliases, help)

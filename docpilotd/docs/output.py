@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..client import destination
+from .. import destination
 from ..domain.model import Session
 from ..errors import UsageError
 from ..paths import Layout

@@ -1,8 +1,9 @@
 """Writing a document or an export where the user asked, without destroying what is there.
 
 Used by the client (on the user's side of the socket, relative to the user's directory, with the
-user's umask) and, for the older protocol's `generate` with an absolute `output`, by the daemon.
-Standard library only, and little of it: the client's import path stays light.
+user's umask) and, for the older protocol's `generate` with an absolute `output`, by the daemon:
+so it lives beside paths.py and errors.py, shared by both sides, not inside either. Standard
+library only, and little of it: the client's import path stays light.
 
 What a target can be, and what happens to it (`write`):
 
@@ -36,7 +37,7 @@ import stat
 import sys
 from collections.abc import Sequence
 
-from ..errors import DiskFull, DocpilotError, PermissionDenied, StorageError, UsageError
+from .errors import DiskFull, DocpilotError, PermissionDenied, StorageError, UsageError
 
 STDOUT = "-"
 
