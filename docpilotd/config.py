@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from . import paths
 from .errors import ConfigError
 
 Durability = Literal["always", "batch", "off"]
@@ -89,16 +90,7 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 
-def config_file(explicit: str | None = None) -> tuple[Path, bool]:
-    """The config file to read and whether it must exist."""
-    if explicit:
-        return Path(explicit).expanduser(), True
-    if os.environ.get("DOCPILOT_CONFIG"):
-        return Path(os.environ["DOCPILOT_CONFIG"]).expanduser(), True
-    if os.environ.get("DOCPILOT_HOME"):
-        return Path(os.environ["DOCPILOT_HOME"]).expanduser() / "docpilotd.toml", False
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "docpilot" / "docpilotd.toml", False
+config_file = paths.config_file  # defined with the data root, so that client and hooks agree
 
 
 def load(explicit_file: str | None = None, overrides: dict[str, Any] | None = None) -> Config:

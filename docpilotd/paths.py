@@ -32,6 +32,44 @@ def default_home() -> Path:
     return Path.home() / ".docpilot"
 
 
+def config_file(explicit: str | None = None) -> tuple[Path, bool]:
+    """The config file to read and whether it must exist: `explicit` (--config), else
+    $DOCPILOT_CONFIG, else $DOCPILOT_HOME/docpilotd.toml, else ~/.config/docpilot/docpilotd.toml."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    if os.environ.get("DOCPILOT_CONFIG"):
+        return Path(os.environ["DOCPILOT_CONFIG"]).expanduser(), True
+    if os.environ.get("DOCPILOT_HOME"):
+        return Path(os.environ["DOCPILOT_HOME"]).expanduser() / "docpilotd.toml", False
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "docpilot" / "docpilotd.toml", False
+
+
+def configured_root() -> Path:
+    """The data root, as the daemon decides it, for the parts that do not load the whole
+    configuration (the client, the hooks): $DOCPILOT_HOME, else the config file's `data_dir`,
+    else ~/.docpilot. Import-light: the standard library's TOML reader, only when a file exists."""
+    if os.environ.get("DOCPILOT_HOME"):
+        return default_home().absolute()
+    path, _ = config_file()
+    try:
+        import tomllib
+
+        with open(path, "rb") as handle:
+            configured = tomllib.load(handle).get("data_dir")
+        if isinstance(configured, str) and configured:
+            return Path(configured).expanduser().absolute()
+    except (OSError, ValueError):
+        pass  # no file, or one the daemon itself will refuse with a clear error
+    return default_home().absolute()
+
+
+def locate() -> Layout:
+    """Where the data root and the socket are, for the client and the hooks: the same answer the
+    daemon reaches from its configuration (one definition; tests/test_paths_agree.py checks it)."""
+    return layout_for(configured_root())
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path

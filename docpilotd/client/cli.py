@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import DocpilotError, UsageError
 from .. import destination
+from ..paths import config_file, configured_root
 from .transport import Connection
 
 # verb: (aliases, help)
@@ -249,8 +250,7 @@ def _writes_a_file(args: argparse.Namespace, result: Any) -> bool:
 def _private_places(conn: Connection) -> tuple[list[str], list[str]]:
     """docpilotd's own directories and configuration files, which nothing is ever written into:
     the data root the daemon says it uses, the one this client would use, the socket's directory."""
-    home = os.environ.get("DOCPILOT_HOME")
-    root = os.path.abspath(os.path.expanduser(home)) if home else str(Path.home() / ".docpilot")
+    root = str(configured_root())
     places = [root, str(conn.path.parent)]
     try:
         status = conn.request("status")
@@ -260,9 +260,7 @@ def _private_places(conn: Connection) -> tuple[list[str], list[str]]:
     except (DocpilotError, KeyError, TypeError):
         pass
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    configs = [os.path.join(base, "docpilot", "docpilotd.toml"), os.path.join(root, "docpilotd.toml")]
-    if os.environ.get("DOCPILOT_CONFIG"):
-        configs.append(os.environ["DOCPILOT_CONFIG"])
+    configs = [os.path.join(base, "docpilot", "docpilotd.toml"), os.path.join(root, "docpilotd.toml"), str(config_file()[0])]
     return places, configs
 
 

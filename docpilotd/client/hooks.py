@@ -16,27 +16,14 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UsageError
+from ..paths import configured_root
 from .transport import Connection
 
 SCRIPTS = {"bash": "docpilot.bash", "zsh": "docpilot.zsh", "fish": "docpilot.fish"}
 
 
 def data_root() -> Path:
-    home = os.environ.get("DOCPILOT_HOME")
-    if home:
-        return Path(home).expanduser().absolute()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    config = Path(os.environ.get("DOCPILOT_CONFIG") or Path(base) / "docpilot" / "docpilotd.toml")
-    try:
-        import tomllib
-
-        with open(config, "rb") as handle:
-            configured = tomllib.load(handle).get("data_dir")
-        if isinstance(configured, str) and configured:
-            return Path(configured).expanduser().absolute()
-    except (OSError, ValueError):
-        pass
-    return Path.home() / ".docpilot"
+    return configured_root()
 
 
 def _quote(shell: str, value: str) -> str:

@@ -1,7 +1,7 @@
 """The client's one I/O seam: send a request line to the daemon's socket and read the reply line.
 
-Finds the socket the way the daemon places it (see docpilotd.paths, mirrored here without its
-imports to keep the client light). Raises DaemonNotRunning, with how to start it, when nothing
+Finds the socket where the daemon places it (`paths.locate`, the one definition both use; it
+imports only the standard library). Raises DaemonNotRunning, with how to start it, when nothing
 listens.
 
 Only our own daemon hears us. Before anything is sent (a note, a command line, the secret piped into
@@ -25,24 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DaemonNotRunning, PermissionDenied, ProtocolError, error_from_code
+from ..paths import locate
 
-SOCKET_NAME = "docpilotd.sock"
 START_HINT = "start it with 'docpilotd run' (or 'docpilotd run --detach')"
 
 
 def socket_path() -> Path:
-    home = os.environ.get("DOCPILOT_HOME")
-    if home:
-        return Path(home).expanduser().absolute() / "run" / SOCKET_NAME
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        try:
-            st = os.stat(runtime)
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077:
-                return Path(runtime) / "docpilot" / SOCKET_NAME
-        except OSError:
-            pass
-    return Path.home() / ".docpilot" / "run" / SOCKET_NAME
+    """Where the daemon listens: paths.locate(), the one definition the daemon uses too."""
+    return locate().socket
 
 
 def check_socket_path(path: Path) -> None:
