@@ -28,8 +28,8 @@ from ..domain.model import Annotation, CommandEntry, SessionMetadata
 from ..domain.validate import canonical_uuid
 from ..errors import BackupNotFound, DocpilotError, InvalidSession, SessionExists, UnknownOperation, UsageError
 from ..storage import backups, maintenance, snapshot
-from ..docs import output as docs_output
-from ..docs.markdown import render as render_markdown
+from ..render import output as docs_output
+from ..render.markdown import render as render_markdown
 from . import clock, privacy
 from .capture.recorder import Recorder
 from .capture.spool import Spool

@@ -1,4 +1,4 @@
-"""The Markdown of a session (docpilotd.docs.markdown), read back by a CommonMark parser.
+"""The Markdown of a session (docpilotd.render.markdown), read back by a CommonMark parser.
 
 A reader's expectations, checked on a realistic session: everything in time order, milestones as
 section headings, warnings and explanations set apart, failed commands marked with their exit
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docpilotd.docs.markdown import render
+from docpilotd.render.markdown import render
 from docpilotd.domain import changes
 from docpilotd.domain.model import Annotation, CommandEntry, Session, SessionMetadata
 from docpilotd.domain.timestamps import format_ns

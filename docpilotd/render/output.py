@@ -43,7 +43,7 @@ KEY_NAME = "docpilotd.key"
 KEY_SIZE = 32
 _MARK_VERSION = "v1"
 
-log = logging.getLogger("docpilotd.docs")
+log = logging.getLogger("docpilotd.render")
 _keys: dict[str, bytes] = {}
 _keys_lock = threading.Lock()
 
