@@ -1,7 +1,8 @@
-"""The benchmark suite runs from this checkout and prints its table (quick mode; no timing checked).
+"""Every benchmark runs from this checkout and prints its rows (quick mode; no timing checked).
 
 Benchmarks measure figures and ratios on a real daemon; they are not timed tests. This only makes
-sure that every one of them runs to the end and reports, as CI does with `--quick`.
+sure that each of them runs to the end and reports, as `benchmarks/run.py --quick` does; one test
+per benchmark, so that a failure names the benchmark.
 """
 
 from __future__ import annotations
@@ -11,21 +12,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = (
-    "prompt cost of the bash hooks", "interpreter floor", "docpilot note", "hooks' sending path",
-    "disk: one small write + fsync", "per change, 10-command session", "DocPilot's approach",
-    "8 clients, one session", "longest request wait during a checkpoint", "start to ready",
-    "recovery of", "idle daemon RSS", "bytes held per command", "hook-to-stored latency, bash",
-    "spool ingest of 20,000 lines: longest wait", "spool read of 20,000 lines kept nowhere",
-)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run import BENCHMARKS  # noqa: E402
+
+# Rows each benchmark must print (the start of the figure's name).
+ROWS: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt cost of the bash hooks",),
+    "client": ("interpreter floor", "docpilot note", "hooks' sending path"),
+    "per_change": ("disk: one small write + fsync", "per change, 10-command session", "DocPilot's approach"),
+    "throughput": ("8 clients, one session",),
+    "stall": ("longest request wait during a checkpoint",),
+    "startup": ("start to ready", "recovery of"),
+    "memory": ("idle daemon RSS", "bytes held per command"),
+    "capture_latency": ("hook-to-stored latency, bash",),
+    "spool_ingest": ("spool ingest of 20,000 lines: longest wait", "spool read of 20,000 lines kept nowhere"),
+}
 
 
-def test_quick_benchmarks_run_and_print_the_table() -> None:
+def test_every_benchmark_has_a_test() -> None:
+    assert set(ROWS) == set(BENCHMARKS)
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_quick_benchmark_runs_and_prints_its_rows(name: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPILOT_")}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=1200,
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", name], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     lines = done.stdout.splitlines()
@@ -33,6 +49,6 @@ def test_quick_benchmarks_run_and_print_the_table() -> None:
     assert header is not None, done.stdout
     assert "| goal" in lines[header] and "| met?" in lines[header]
     table = "\n".join(lines[header:])
-    for row in ROWS:
+    for row in ROWS[name]:
         assert f"| {row}" in table, f"no row for {row!r}:\n{table}"
     assert "FAILED" not in table, table
