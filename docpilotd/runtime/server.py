@@ -41,9 +41,11 @@ def peer_uid(sock: socket.socket) -> int | None:
     try:
         if sys.platform.startswith("linux"):
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            return struct.unpack("3i", creds)[1]
-        if hasattr(os, "getpeereid"):  # pragma: no cover - BSD and macOS
-            return os.getpeereid(sock.fileno())[0]  # type: ignore[attr-defined]
+            uid: int = struct.unpack("3i", creds)[1]
+            return uid
+        getpeereid = getattr(os, "getpeereid", None)
+        if getpeereid is not None:  # pragma: no cover - BSD and macOS
+            return int(getpeereid(sock.fileno())[0])
     except OSError:
         return None
     return None  # pragma: no cover
