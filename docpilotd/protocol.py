@@ -11,6 +11,10 @@ version the client speaks; a daemon that does not know it answers `unsupported_v
 is optional on session verbs: the daemon then picks the most recently started live session.
 A client that cannot link msgspec (a shell hook) can write these lines by hand; the daemon accepts
 any JSON object that decodes to one of the request types below and nothing else.
+
+Requests are defined here; the `result` of each is defined in docpilotd/results.py (standard
+library only, so that the client can decode replies without msgspec): the handlers build those
+types, and `Response` encodes them as they are.
 """
 
 from __future__ import annotations
@@ -183,7 +187,7 @@ class ErrorBody(msgspec.Struct):
 class Response(msgspec.Struct, omit_defaults=True):
     ok: bool
     id: RequestId = None
-    result: Any = None
+    result: Any = None  # one of docpilotd.results' types (or the stored object one describes)
     error: ErrorBody | None = None
 
 

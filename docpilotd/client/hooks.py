@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..paths import configured_root
+from ..results import Status
 from .transport import Connection
 
 SCRIPTS = {"bash": "docpilot.bash", "zsh": "docpilot.zsh", "fish": "docpilot.fish"}
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         print("set -e DOCPILOT_SESSION" if shell == "fish" else "unset DOCPILOT_SESSION")
         return 0
     with Connection() as conn:
-        found = conn.request("status", session=args.id or None)
-    session = found.get("session")
+        found = conn.request("status", Status, session=args.id or None)
+    session = found["session"]
     if not session:
         raise UsageError("no live session to join; start one with 'docpilot start \"...\"'")
     session_id = _quote(shell, session["id"])

@@ -4,6 +4,11 @@ Finds the socket where the daemon places it (`paths.locate`, the one definition 
 imports only the standard library). Raises DaemonNotRunning, with how to start it, when nothing
 listens.
 
+A reply is decoded before anyone reads it: `request` names the result type it expects
+(docpilotd/results.py, the types the daemon's handlers build) and returns the result checked
+against it. A reply that is not JSON, not an object, or whose result does not fit is a
+ProtocolError (exit 8) naming the request, never a KeyError later.
+
 Only our own daemon hears us. Before anything is sent (a note, a command line, the secret piped into
 `redact`), the client checks that the socket's directory belongs to us and is not writable by
 others, that the socket itself is a socket that belongs to us, and, once connected, that the process
@@ -22,10 +27,13 @@ import stat
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import DaemonNotRunning, PermissionDenied, ProtocolError, error_from_code
 from ..paths import locate
+from ..results import decode
+
+R = TypeVar("R")
 
 START_HINT = "start it with 'docpilotd run' (or 'docpilotd run --detach')"
 
@@ -119,8 +127,9 @@ class Connection:
         self._buffer = b""
         self._next_id = 1
 
-    def request(self, op: str, **args: Any) -> Any:
-        """Send one request and return its result; raise the daemon's error as a DocpilotError."""
+    def request(self, op: str, expect: type[R], /, **args: Any) -> R:
+        """Send one request and return its result, decoded as `expect`; raise the daemon's error
+        as a DocpilotError, a reply that does not fit as a ProtocolError."""
         message = {"op": op, "id": self._next_id, **{k: v for k, v in args.items() if v is not None}}
         self._next_id += 1
         try:
@@ -140,7 +149,7 @@ class Connection:
         if not isinstance(reply, dict):
             raise ProtocolError("the daemon sent a reply that is not an object")
         if reply.get("ok"):
-            return reply.get("result")
+            return decode(expect, reply.get("result"), f"the daemon's reply to {op!r}")
         error = reply.get("error") or {}
         raise error_from_code(str(error.get("code", "error")), str(error.get("message", "unknown error")))
 

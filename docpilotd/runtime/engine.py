@@ -34,7 +34,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..config import Config
 from ..domain import changes, timestamps
@@ -42,6 +41,7 @@ from ..domain.changes import Change
 from ..domain.model import Session, is_live, state_name
 from ..domain.validate import canonical_prefix, canonical_uuid
 from ..errors import DocpilotError, NotDurable, SessionNotFound, StorageError
+from ..results import SessionSummary
 from ..storage import backups, journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
 from ..storage.recovery import Recovered
@@ -54,12 +54,14 @@ CLOCK_STEP_LOG_NS = 1_000_000_000  # a wall clock behind by more than this is lo
 
 @dataclass
 class Entry:
-    """One session known to the daemon. `session` is None for a stopped session not in memory."""
+    """One session known to the daemon. `session` is None for a stopped session not in memory.
+    `summary` is None while the session is not created yet (a `start` or `import` whose first
+    change is not yet applied): readers that list or pick sessions pass over such an entry."""
 
     session_id: str
     session: Session | None
     seq: int
-    summary: dict[str, Any]
+    summary: SessionSummary | None
     next_seq: int = 0
     pending_state: str | None = None
     checkpoint_seq: int = -1
@@ -93,7 +95,10 @@ def _recency(entry: Entry) -> tuple[int, int]:
     """When a session last began or ended, for `resolve_latest` (live sessions win ties)."""
     summary = entry.summary
     live = entry.pending_state in ("Active", "Paused")
-    stamp = summary.get("started_at") if live else summary.get("stopped_at") or summary.get("updated_at")
+    if summary is None:
+        stamp = None
+    else:
+        stamp = summary["started_at"] if live else summary["stopped_at"] or summary["updated_at"]
     try:
         ns = timestamps.parse_ns(stamp) if isinstance(stamp, str) else 0
     except timestamps.TimestampError:
@@ -101,7 +106,7 @@ def _recency(entry: Entry) -> tuple[int, int]:
     return (max(ns, entry.started_ns) if live else ns), int(live)
 
 
-def summarize(session: Session) -> dict[str, Any]:
+def summarize(session: Session) -> SessionSummary:
     return {
         "id": session.id,
         "description": session.description,
@@ -186,7 +191,7 @@ class Engine:
         stopped (the latest of a live session's start and a finished one's stop)."""
         if session_id:
             return self.resolve(session_id)
-        known = [e for e in self.entries.values() if "state" in e.summary]
+        known = [e for e in self.entries.values() if e.summary is not None]
         if not known:
             raise SessionNotFound("no session yet (start one with 'docpilot start \"what you are doing\"')")
         return max(known, key=_recency)
@@ -219,7 +224,7 @@ class Engine:
         wall, mono = time.time_ns(), time.monotonic_ns()
         last = entry.last_stamp_ns
         if not last:
-            text = entry.summary.get("updated_at")
+            text = entry.summary["updated_at"] if entry.summary is not None else None
             try:
                 last = timestamps.parse_ns(text) if isinstance(text, str) else 0
             except timestamps.TimestampError:
@@ -261,7 +266,7 @@ class Engine:
         await future
 
     def new_entry(self, session_id: str) -> Entry:
-        entry = Entry(session_id, None, 0, {"id": session_id})
+        entry = Entry(session_id, None, 0, None)  # not created yet: no summary until its first change applies
         entry.started_ns = time.time_ns()
         self.entries[session_id] = entry
         return entry

@@ -2,8 +2,13 @@
 
 Handlers are where the clock and random ids enter: each builds a complete `Change` (timestamps,
 uuids) and hands it to the engine, which journals it before anything is applied. A handler returns
-a JSON-ready result or raises a DocpilotError; it never touches files itself except through the
-engine, the store and maintenance functions (run in the I/O pool).
+its result, of the type docpilotd/results.py declares for it (the client decodes the reply into the
+same type), or raises a DocpilotError; it never touches files itself except through the engine,
+the store and maintenance functions (run in the I/O pool).
+
+Invariants: a result is a results type, or the stored object whose JSON that type describes
+(the session for `show` and `export`, storage's reports for `recovery`, `cleanup`, `stats`);
+a session whose creation is not applied yet (no summary) is never reported as one.
 """
 
 from __future__ import annotations
@@ -22,18 +27,22 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__, protocol as p
+from .. import __version__, protocol as p, results
 from ..domain import changes, timestamps
-from ..domain.model import Annotation, CommandEntry, SessionMetadata
+from ..domain.model import Annotation, Session, SessionMetadata
 from ..domain.validate import canonical_uuid
-from ..errors import BackupNotFound, DocpilotError, InvalidSession, SessionExists, UnknownOperation, UsageError
+from ..errors import (
+    BackupNotFound, DocpilotError, InvalidSession, SessionExists, SessionNotFound, UnknownOperation, UsageError,
+)
 from ..storage import backups, maintenance, snapshot
+from ..storage.maintenance import CleanupResult, StorageStats
+from ..storage.recovery import RecoveryReport
 from ..render import output as docs_output
 from ..render.markdown import render as render_markdown
 from . import clock, privacy
 from .capture.recorder import Recorder
 from .capture.spool import Spool
-from .engine import Engine, Entry, summarize
+from .engine import Engine, Entry
 
 Handler = Callable[[Any, "Context"], Awaitable[Any]]
 log = logging.getLogger("docpilotd.handlers")
@@ -65,11 +74,21 @@ async def _io(ctx: Context, fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(ctx.engine.pool, fn, *args)
 
 
-async def hello(req: p.Hello, ctx: Context) -> dict[str, Any]:
+def _summary(entry: Entry) -> results.SessionSummary:
+    """The summary of a session a change was just applied to (so it exists)."""
+    assert entry.summary is not None, f"session {entry.session_id} has no summary after a change"
+    return entry.summary
+
+
+def _annotation(note: Annotation) -> results.Annotation:
+    return {"id": note.id, "text": note.text, "timestamp": note.timestamp, "annotation_type": note.annotation_type}
+
+
+async def hello(req: p.Hello, ctx: Context) -> results.Hello:
     return {"version": p.PROTOCOL_VERSION, "daemon": __version__, "pid": os.getpid()}
 
 
-async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
+async def start(req: p.Start, ctx: Context) -> results.Started:
     if not req.description.strip():
         raise UsageError("a session needs a description")
     redactor = ctx.privacy.redactor
@@ -98,37 +117,43 @@ async def start(req: p.Start, ctx: Context) -> dict[str, Any]:
         session_id=session_id, description=description, at=_now(), event_id=_new_id(),
         metadata=metadata, output_file=output_file,
     )
-    already_live = [
-        {"id": e.session_id, "description": e.summary.get("description", ""), "state": e.pending_state}
+    # A session being created meanwhile (its first change not applied yet) is live too.
+    already_live: list[results.LiveSession] = [
+        {"id": e.session_id, "description": e.summary["description"] if e.summary is not None else "",
+         "state": e.pending_state}
         for e in ctx.engine.entries.values() if e.pending_state in ("Active", "Paused")
     ]
     entry = ctx.engine.new_entry(session_id)
     await ctx.engine.commit(entry, change)
     # sessions/{id}.json exists when start answers (the journal already made it durable).
     await _write_snapshot(ctx, session_id)
-    return dict(entry.summary, also_live=already_live) if already_live else entry.summary
+    started = results.Started(**_summary(entry))
+    if already_live:
+        started["also_live"] = already_live
+    return started
 
 
-async def _transition(req: Any, ctx: Context, kind: type) -> dict[str, Any]:
+async def _transition(req: Any, ctx: Context, kind: type) -> results.SessionSummary:
     entry = ctx.engine.resolve(req.session)
     await ctx.engine.commit(entry, kind(at=ctx.engine.stamp(entry), event_id=_new_id()))
-    return entry.summary
+    return _summary(entry)
 
 
-async def _finish(req: Any, ctx: Context, kind: type) -> dict[str, Any]:
+async def _finish(req: Any, ctx: Context, kind: type) -> results.SessionSummary:
     """Stop or pause: first every command typed before it, then the transition."""
     await ctx.take_spooled()
     return await _transition(req, ctx, kind)
 
 
-async def stop(req: p.Stop, ctx: Context) -> dict[str, Any]:
+async def stop(req: p.Stop, ctx: Context) -> results.SessionSummary:
     summary = await _finish(req, ctx, changes.Stop)
     # The final snapshot is on disk before the reply: what another reader of sessions/ sees.
     await _write_snapshot(ctx, summary["id"])
-    return ctx.engine.entries[summary["id"]].summary if summary["id"] in ctx.engine.entries else summary
+    entry = ctx.engine.entries.get(summary["id"])
+    return entry.summary if entry is not None and entry.summary is not None else summary
 
 
-async def pause(req: p.Pause, ctx: Context) -> dict[str, Any]:
+async def pause(req: p.Pause, ctx: Context) -> results.SessionSummary:
     return await _finish(req, ctx, changes.Pause)
 
 
@@ -142,25 +167,26 @@ async def _write_snapshot(ctx: Context, session_id: str) -> None:
         log.warning("session %s: snapshot not written now: %s", session_id, exc)
 
 
-async def resume(req: p.Resume, ctx: Context) -> dict[str, Any]:
+async def resume(req: p.Resume, ctx: Context) -> results.SessionSummary:
     return await _transition(req, ctx, changes.Resume)
 
 
-async def annotate(req: p.Annotate, ctx: Context) -> dict[str, Any]:
+async def annotate(req: p.Annotate, ctx: Context) -> results.Annotated:
     if not req.text.strip():
         raise UsageError("an annotation needs text")
     entry = ctx.engine.resolve(req.session)
     text = ctx.privacy.redactor.text(req.text)
     note = Annotation(id=_new_id(), text=text, timestamp=ctx.engine.stamp(entry), annotation_type=p.ANNOTATION_KINDS[req.type])
     await ctx.engine.commit(entry, changes.Annotate(annotation=note, event_id=_new_id()))
-    return {"session": entry.session_id, "annotation": msgspec.to_builtins(note)}
+    return {"session": entry.session_id, "annotation": _annotation(note)}
 
 
-async def record(req: p.Record, ctx: Context) -> dict[str, Any]:
+async def record(req: p.Record, ctx: Context) -> results.Recorded:
     outcome = await ctx.recorder.record(req)
     if outcome.error is not None:
         raise outcome.error
-    result: dict[str, Any] = {"session": outcome.session_id, "seq": outcome.seq, "commands": outcome.commands}
+    assert outcome.session_id is not None  # a refusal is the only outcome without a session
+    result: results.Recorded = {"session": outcome.session_id, "seq": outcome.seq, "commands": outcome.commands}
     if outcome.status == "duplicate":
         result["duplicate"] = True
     elif outcome.status == "private":
@@ -172,9 +198,12 @@ async def record(req: p.Record, ctx: Context) -> dict[str, Any]:
     return result
 
 
-async def status(req: p.Status, ctx: Context) -> dict[str, Any]:
+async def status(req: p.Status, ctx: Context) -> results.Status:
+    """The daemon, and the session named or the latest live one. A session whose creation is not
+    applied yet (a `start` waiting for its fsync) is answered for as a moment earlier, when it did
+    not exist: by name it is not found, and the latest live session is the one before it."""
     engine = ctx.engine
-    result: dict[str, Any] = {
+    result: results.Status = {
         "daemon": {
             "pid": os.getpid(),
             "version": __version__,
@@ -184,22 +213,28 @@ async def status(req: p.Status, ctx: Context) -> dict[str, Any]:
             "degraded": dict(engine.degraded),
             "live_sessions": sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
             "sessions": len(engine.entries),
-        }
+        },
+        "session": None,
     }
     try:
-        entry = engine.resolve(req.session)
+        entry: Entry | None = engine.resolve(req.session)
     except Exception:
         if req.session:
             raise
-        result["session"] = None
-    else:
-        result["session"] = dict(entry.summary, seq=entry.seq, unsaved=entry.dirty)
+        entry = None
+    if entry is not None and entry.summary is None:
+        if req.session:
+            raise SessionNotFound(f"no session {req.session!r}")
+        created = engine.find_entries(lambda e: e.summary is not None and e.pending_state in ("Active", "Paused"))
+        entry = max(created, key=lambda e: e.started_ns, default=None)
+    if entry is not None and entry.summary is not None:
+        result["session"] = results.SessionStatus(**entry.summary, seq=entry.seq, unsaved=entry.dirty)
     return result
 
 
-async def sessions(req: p.Sessions, ctx: Context) -> list[dict[str, Any]]:
-    found = sorted(ctx.engine.entries.values(), key=lambda e: e.summary.get("created_at") or "")
-    return [e.summary for e in found if "state" in e.summary]
+async def sessions(req: p.Sessions, ctx: Context) -> list[results.SessionSummary]:
+    found = [e.summary for e in ctx.engine.entries.values() if e.summary is not None]
+    return sorted(found, key=lambda summary: summary["created_at"] or "")
 
 
 async def _latest(req: Any, ctx: Context) -> Entry:
@@ -209,28 +244,32 @@ async def _latest(req: Any, ctx: Context) -> Entry:
     return ctx.engine.resolve_latest(req.session)
 
 
-async def show(req: p.Show, ctx: Context) -> Any:
+async def show(req: p.Show, ctx: Context) -> Session:
+    """The session itself (its JSON is results.SessionDocument): a large one is not copied."""
     entry = await _latest(req, ctx)
     return snapshot.plain_session(await ctx.engine.full_session(entry))
 
 
-async def annotations_(req: p.Annotations, ctx: Context) -> dict[str, Any]:
+async def annotations_(req: p.Annotations, ctx: Context) -> results.Annotations:
     entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
-    return {"session": entry.session_id, "annotations": session.annotations}
+    return {"session": entry.session_id, "annotations": [_annotation(note) for note in session.annotations]}
 
 
-async def save(req: p.Save, ctx: Context) -> dict[str, Any]:
+async def save(req: p.Save, ctx: Context) -> results.Saved:
     return {"saved": await ctx.engine.checkpoint_dirty(raise_failures=True)}
 
 
-async def backups_(req: p.Backups, ctx: Context) -> dict[str, Any]:
+async def backups_(req: p.Backups, ctx: Context) -> results.Backups:
     entry = ctx.engine.resolve_latest(req.session)
-    found = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
-    return {"session": entry.session_id, "backups": found}
+    found: list[maintenance.BackupInfo] = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
+    return {
+        "session": entry.session_id,
+        "backups": [{"name": info.name, "time": info.time, "size": info.size} for info in found],
+    }
 
 
-async def restore(req: p.Restore, ctx: Context) -> dict[str, Any]:
+async def restore(req: p.Restore, ctx: Context) -> results.Restored:
     """Replace the session with a backup generation. Reversible: the current version becomes a
     backup at the next checkpoint, which this forces."""
     entry = ctx.engine.resolve(req.session)
@@ -245,18 +284,21 @@ async def restore(req: p.Restore, ctx: Context) -> dict[str, Any]:
     await ctx.engine.full_session(entry)
     await ctx.engine.commit(entry, changes.Replace(session=snapshot.plain_session(decoded.session), reason=f"restore {name}"))
     await ctx.engine.checkpoint(entry)
-    return dict(entry.summary, restored_from=name)
+    return results.Restored(**_summary(entry), restored_from=name)
 
 
-async def recovery(req: p.Recovery, ctx: Context) -> Any:
-    return ctx.recovery_report
+async def recovery(req: p.Recovery, ctx: Context) -> RecoveryReport:
+    """The report itself (its JSON is results.Recovery)."""
+    report: RecoveryReport = ctx.recovery_report
+    return report
 
 
-async def cleanup(req: p.Cleanup, ctx: Context) -> Any:
+async def cleanup(req: p.Cleanup, ctx: Context) -> CleanupResult:
+    """Storage's result itself (its JSON is results.Cleanup)."""
     engine = ctx.engine
     await engine.checkpoint_dirty()
-    known = [await engine.full_session(e) for e in list(engine.entries.values()) if "state" in e.summary]
-    result = await _io(ctx, maintenance.cleanup, engine.store, known, req.max_age_days, time.time_ns())
+    known = [await engine.full_session(e) for e in list(engine.entries.values()) if e.summary is not None]
+    result: CleanupResult = await _io(ctx, maintenance.cleanup, engine.store, known, req.max_age_days, time.time_ns())
     for session_id in result.removed_sessions:
         entry = engine.entries.pop(session_id, None)
         if entry is not None and entry.writer is not None:
@@ -264,11 +306,14 @@ async def cleanup(req: p.Cleanup, ctx: Context) -> Any:
     return result
 
 
-async def stats(req: p.Stats, ctx: Context) -> Any:
-    return await _io(ctx, maintenance.storage_stats, ctx.engine.store)
+async def stats(req: p.Stats, ctx: Context) -> StorageStats:
+    """Storage's figures themselves (their JSON is results.StorageStats)."""
+    found: StorageStats = await _io(ctx, maintenance.storage_stats, ctx.engine.store)
+    return found
 
 
-async def export(req: p.Export, ctx: Context) -> Any:
+async def export(req: p.Export, ctx: Context) -> Session | results.MarkdownExport:
+    """The session itself (results.SessionDocument), or its Markdown."""
     entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
     if req.format == "markdown":
@@ -277,27 +322,29 @@ async def export(req: p.Export, ctx: Context) -> Any:
     return snapshot.plain_session(session)
 
 
-async def generate(req: p.Generate, ctx: Context) -> dict[str, Any]:
+async def generate(req: p.Generate, ctx: Context) -> results.Generated | results.Written:
     """Markdown documentation, rendered in the I/O pool (never on the loop) and returned with the
     session's output file and whether it is trusted: the client writes it (see docs.output). Only
     the older protocol's absolute `output` is written here."""
     entry = await _latest(req, ctx)
     view = docs_output.freeze(await ctx.engine.full_session(entry))
-    result: dict[str, Any] = await _io(ctx, docs_output.generate, view, req.output, ctx.engine.store.layout)
+    result: results.Generated | results.Written = await _io(
+        ctx, docs_output.generate, view, req.output, ctx.engine.store.layout
+    )
     return result
 
 
-async def redact(req: p.Redact, ctx: Context) -> dict[str, Any]:
+async def redact(req: p.Redact, ctx: Context) -> results.Redacted:
     entry = ctx.engine.resolve(req.session)
     return await privacy.redact(ctx.engine, ctx.privacy, ctx.spool, entry, req.pattern, req.regex)
 
 
-async def purge(req: p.Purge, ctx: Context) -> dict[str, Any]:
+async def purge(req: p.Purge, ctx: Context) -> results.Purged:
     entry = ctx.engine.resolve(req.session)
     return await privacy.purge(ctx.engine, ctx.spool, entry, req.force)
 
 
-async def import_(req: p.Import, ctx: Context) -> dict[str, Any]:
+async def import_(req: p.Import, ctx: Context) -> results.SessionSummary:
     path = Path(req.path)
     if not path.is_absolute():
         raise UsageError("import needs an absolute path (the client resolves it)")
@@ -317,7 +364,7 @@ async def import_(req: p.Import, ctx: Context) -> dict[str, Any]:
             ctx.engine.entries.pop(session.id, None)
         raise
     await ctx.engine.checkpoint(entry)
-    return entry.summary
+    return _summary(entry)
 
 
 HANDLERS: dict[type, Handler] = {

@@ -30,6 +30,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .. import results
 from ..config import Config
 from ..protocol import decode_spooled_record
 from ..domain import changes
@@ -124,7 +125,7 @@ async def _settled(engine: Engine, entry: Entry) -> Session:
 
 async def redact(
     engine: Engine, privacy: Privacy, spool: SpoolFiles | None, entry: Entry, pattern: str, regex: bool
-) -> dict[str, Any]:
+) -> results.Redacted:
     rule = request_rule(pattern, regex)
     privacy.remember(rule)  # first: whatever arrives from now on is redacted on the way in
     scrubber = scrub.Scrubber(Redactor([rule]), None if regex else pattern)
@@ -170,8 +171,8 @@ def _file_holds(scrubber: scrub.Scrubber, path: Any) -> bool:
         return False
 
 
-async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: bool) -> dict[str, Any]:
-    state = entry.pending_state or str(entry.summary.get("state", ""))
+async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: bool) -> results.Purged:
+    state = entry.pending_state or (entry.summary["state"] if entry.summary is not None else "")
     if state in ("Active", "Paused") and not force:
         raise InvalidTransition(
             f"session {entry.session_id} is {state}: stop it first, or purge it anyway with --force"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ... import protocol as p
 from ...config import Config
@@ -88,7 +88,8 @@ class Recorder:
             entry = self.engine.resolve(req.session)
         except DocpilotError as exc:
             return Outcome("refused", req.session, error=exc)
-        base = {"session_id": entry.session_id, "seq": entry.seq, "commands": entry.summary.get("commands", 0)}
+        commands = entry.summary["commands"] if entry.summary is not None else 0  # None: being created
+        base: dict[str, Any] = {"session_id": entry.session_id, "seq": entry.seq, "commands": commands}
         if req.command.startswith(" "):  # the shells' convention (HISTCONTROL=ignorespace): private
             return Outcome("private", private=True, **base)
         # Redacted here, right before the change is built: a pattern `redact` registers meanwhile applies.
@@ -124,7 +125,8 @@ class Recorder:
         if capture is not None and entry.capture_marks is not None:
             entry.capture_marks[capture[0]] = max(capture[1], entry.capture_marks.get(capture[0], -1))
         return Outcome(
-            "recorded", entry.session_id, seq=entry.seq, commands=entry.summary["commands"],
+            "recorded", entry.session_id, seq=entry.seq,
+            commands=entry.summary["commands"] if entry.summary is not None else 0,  # set by the commit
             redacted=redacted + in_output, private=private,
         )
 

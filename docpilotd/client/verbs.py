@@ -1,0 +1,525 @@
+"""The client's verbs, one `Verb` entry each: its name and aliases, its arguments, the request it
+sends (with the results type its reply decodes to) and how the result is shown.
+
+Why one table: a verb's knowledge used to be spread over five places in cli.py (aliases and help,
+the set of verbs taking --session, the argument builder, the request builder, the renderer), and a
+result was a dict read back by string key. Now a verb is one entry here, its request names the
+type the reply must fit (docpilotd/results.py, the types the daemon's handlers build), and its
+rendering reads that decoded, typed result. cli.py is only the loop: parse, send, decode, show.
+
+Invariants: names and aliases are unique (tests/client/test_results.py checks the table); a
+daemon verb's request names its result type, and its show or deliver function reads nothing
+else; `--json` prints the result as the daemon sent it (decoding does not change it); what a verb
+writes to a file goes through docpilotd.destination; nothing here imports msgspec, asyncio or the
+daemon's modules (the client's start-up stays near the interpreter's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from .. import results
+from ..errors import UsageError
+
+if TYPE_CHECKING:  # annotations here are never evaluated (the client's start-up)
+    from typing_extensions import TypeIs  # in typing from Python 3.13
+
+    # Which session a verb acts on without --session (the option then exists; None: no such option).
+    # "live": $DOCPILOT_SESSION, else the daemon's most recently started live session.
+    # "latest" (verbs that read a session): $DOCPILOT_SESSION, else the most recent session, live
+    # or stopped; the client then says which one it was.
+    SessionDefault = Literal["live", "latest"]
+
+R = TypeVar("R")
+Fields = dict[str, Any]
+# A request: its op, its arguments (None values are not sent) and the type its reply decodes to.
+Request = tuple[str, Fields, type[R]]
+# Where nothing is ever written: directories (the data root, the socket's) and configuration files.
+Places = tuple[list[str], list[str]]
+NOWHERE: Places = ([], [])
+STDOUT = "-"  # destination.STDOUT, spelled here so that `note` does not import destination
+
+LIVE: SessionDefault = "live"
+LATEST: SessionDefault = "latest"
+SHELLS = ["bash", "zsh", "fish"]
+
+
+class Verb(Generic[R]):
+    """One verb of `docpilot` (see the module docstring).
+
+    `request` builds what is sent from the parsed arguments; `show` prints the decoded result for
+    a person (`--json` prints it as sent). A verb that may write a file instead (export, generate)
+    has `target`, where its output goes (None: printed as usual), and `deliver`, which does all of
+    its output. A verb the client answers alone (init, join, leave) has `local` instead."""
+
+    __slots__ = ("name", "help", "aliases", "session", "arguments", "request", "show", "target", "deliver", "local")
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        *,
+        aliases: tuple[str, ...] = (),
+        session: SessionDefault | None = None,
+        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+        request: Callable[[argparse.Namespace], Request[R]] | None = None,
+        show: Callable[[R], None] | None = None,
+        target: Callable[[argparse.Namespace, R], str | None] | None = None,
+        deliver: Callable[[argparse.Namespace, R, Places], int] | None = None,
+        local: Callable[[argparse.Namespace], int] | None = None,
+    ) -> None:
+        self.name = name
+        self.help = help
+        self.aliases = aliases
+        self.session = session
+        self.arguments = arguments
+        self.request = request
+        self.show = show
+        self.target = target
+        self.deliver = deliver
+        self.local = local
+
+
+def ask(op: str, expect: type[R], build: Callable[[argparse.Namespace], Fields] | None = None
+        ) -> Callable[[argparse.Namespace], Request[R]]:
+    """The request of a verb that always sends `op` and expects `expect`; `build` its arguments."""
+    return lambda args: (op, build(args) if build is not None else {}, expect)
+
+
+# -- the verbs' arguments and requests -----------------------------------------------------------
+
+
+def _start_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("description", nargs="+")
+    p.add_argument("--output-file", "-o", help="where generated documentation goes (stored as an absolute path)")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+
+
+def _start_fields(args: argparse.Namespace) -> Fields:
+    return {
+        "description": " ".join(args.description), "output_file": _output_file(args.output_file), "tags": args.tag,
+        "cwd": os.getcwd(), "shell": os.path.basename(os.environ.get("SHELL", "")) or None,
+    }
+
+
+def _output_file(given: str | None) -> str | None:
+    """`start --output-file`: stored as an absolute path (relative to where `start` ran)."""
+    if given is None:
+        return None
+    if given == STDOUT:
+        raise UsageError("--output-file - is standard output, where generate writes anyway without an output file")
+    if not given.strip():
+        raise UsageError("--output-file needs a path")
+    return os.path.abspath(os.path.expanduser(given))
+
+
+def _text_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="+")
+
+
+def _annotate_arguments(p: argparse.ArgumentParser) -> None:
+    _text_argument(p)
+    p.add_argument("--type", "-t", default="note", choices=["note", "explanation", "warning", "milestone"])
+
+
+def _annotation(kind: str | None) -> Callable[[argparse.Namespace], Fields]:
+    """An annotation's fields: of the kind given (the shortcuts), else of --type."""
+    return lambda args: {"text": " ".join(args.text), "type": kind or args.type}
+
+
+def _record_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exit-code", type=int)
+    p.add_argument("--cwd", default=None)
+    p.add_argument("--shell", default="")
+    p.add_argument("--duration-ms", type=int)
+    p.add_argument("--started-at", help="RFC 3339 time the command started")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _record_fields(args: argparse.Namespace) -> Fields:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("record needs the command text: docpilot record [options] -- COMMAND")
+    return {
+        "command": " ".join(command), "exit_code": args.exit_code, "cwd": args.cwd or os.getcwd(),
+        "shell": args.shell, "duration_ms": args.duration_ms, "started_at": args.started_at,
+    }
+
+
+def _restore_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("backup", help="backup name (see 'docpilot backups')")
+
+
+def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-age-days", type=float, required=True)
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", help="file, directory, FIFO or device to write; - or none: standard output")
+    p.add_argument("--format", "-f", choices=["json", "markdown"], default="json")
+
+
+def _export_request(args: argparse.Namespace) -> Request[results.SessionDocument | results.MarkdownExport]:
+    expect: type[results.SessionDocument | results.MarkdownExport]
+    expect = results.MarkdownExport if args.format == "markdown" else results.SessionDocument
+    return "export", {"format": args.format}, expect
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file")
+
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=SHELLS)
+
+
+def _join_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", nargs="?", help="session id (default: the latest live session)")
+    _shell_option(p)
+
+
+def _shell_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shell", choices=SHELLS, default="bash", help="print code for this shell")
+
+
+def _hooks(args: argparse.Namespace) -> int:
+    from . import hooks  # only these verbs read the hook scripts
+
+    return hooks.run(args)
+
+
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", help="file, directory ({id}.md), FIFO or device to write, - for standard output; "
+                   "default: the output file the session was started with")
+
+
+def _redact_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", help="the secret; omit it (or give -) to type it or pipe it in")
+    p.add_argument("--regex", action="store_true", help="PATTERN is a regular expression")
+
+
+def _secret(given: str | None) -> str:
+    """The text to redact: the argument, else typed without echo, else the first line piped in.
+    (Given as an argument, it also lands in the shell's history: prefer typing it.)"""
+    if given not in (None, "-"):
+        return given  # type: ignore[return-value]
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("secret to redact: ")
+    else:
+        secret = (sys.stdin.readline() if sys.stdin is not None else "").rstrip("\r\n")
+    if not secret:
+        raise UsageError("no secret given (as an argument, typed, or on standard input)")
+    return secret
+
+
+def _purge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", "-s", required=True, help="the session to delete (no default)")
+    p.add_argument("--force", action="store_true", help="also a live (active or paused) session")
+
+
+# -- showing results -----------------------------------------------------------------------------
+
+
+def _show_started(result: results.Started) -> None:
+    print(result["id"])
+    others = result.get("also_live") or []
+    if others:  # DocPilot's users asked: starting a session does not stop the others
+        listed = ", ".join(f"{o['id'][:8]} \"{o['description']}\" ({o['state']})" for o in others)
+        print(f"docpilot: also live: {listed}; new commands go to the new session "
+              "(shells joined to another stay with it)", file=sys.stderr)
+
+
+def _summary_line(result: results.SessionSummary, extra: str = "") -> str:
+    return f"{result['id']}  {result['state']}  {result['commands']} commands, {result['annotations']} annotations{extra}"
+
+
+def _show_summary(result: results.SessionSummary) -> None:
+    print(_summary_line(result))
+
+
+def _show_stopped(result: results.SessionSummary) -> None:
+    print(_summary_line(result) + f"  \"{result['description']}\"")
+
+
+def _show_restored(result: results.Restored) -> None:
+    print(_summary_line(result, f" (restored from {result['restored_from']})"))
+
+
+def _show_annotated(result: results.Annotated) -> None:
+    note = result["annotation"]
+    print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")
+
+
+def _show_recorded(result: results.Recorded) -> None:
+    if result.get("skipped"):
+        print(f"not recorded: {result.get('skipped')}")
+    else:
+        print(f"recorded in {result['session']} ({result['commands']} commands)")
+
+
+def _show_status(result: results.Status) -> None:
+    d = result["daemon"]
+    print(f"docpilotd {d['version']} pid {d['pid']}, up {d['uptime_s']:.0f} s, {d['sessions']} sessions "
+          f"({d['live_sessions']} live), durability {d['durability']}")
+    for sid, why in d["degraded"].items():
+        print(f"DEGRADED {sid}: {why}")
+    s = result["session"]
+    if s:
+        print(f"session {s['id']}  {s['state']}  \"{s['description']}\"")
+        print(f"  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
+              f"{s['annotations']} annotations, started {s['started_at']}")
+    else:
+        print("no live session")
+
+
+def _show_sessions(result: list[results.SessionSummary]) -> None:
+    if not result:
+        print("no sessions")
+    for s in result:
+        print(f"{s['id']}  {s['state']:<8} {s['commands']:>6} cmd {s['annotations']:>4} ann  {s['description']}")
+
+
+def _show_session(s: results.SessionDocument) -> None:
+    state = s["state"] if isinstance(s["state"], str) else f"Error: {s['state'].get('Error')}"
+    print(f"{s['id']}  {state}  \"{s['description']}\"")
+    print(f"created {s['created_at']}  updated {s['updated_at']}")
+    items: list[tuple[str, str, Any]] = [(c["timestamp"], "$", c) for c in s["commands"]]
+    items += [(a["timestamp"], "#", a) for a in s["annotations"]]
+    for _, kind, item in sorted(items, key=lambda t: t[0]):
+        if kind == "$":
+            code = item["exit_code"]
+            mark = "" if code in (0, None) else f"  [exit {code}]"
+            print(f"  {item['working_directory']}$ {item['command']}{mark}")
+        else:
+            print(f"  # {item['annotation_type']}: {item['text']}")
+
+
+def _show_annotations(result: results.Annotations) -> None:
+    notes = result["annotations"]
+    if not notes:
+        print("no annotations")
+    for note in notes:
+        print(f"{note['timestamp']}  {note['annotation_type']:<11} {note['text']}")
+
+
+def _show_backups(result: results.Backups) -> None:
+    if not result["backups"]:
+        print(f"no backups of {result['session']}")
+    for b in result["backups"]:
+        print(f"{b['name']}  {b['time']}  {b['size']} bytes")
+
+
+def _show_saved(result: results.Saved) -> None:
+    print(f"saved {result['saved']} session(s)")
+
+
+def _show_stats(result: results.StorageStats) -> None:
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+def _show_cleanup(result: results.Cleanup) -> None:
+    print(f"removed {len(result['removed_sessions'])} session(s) and {len(result['removed_backups'])} backup(s)")
+
+
+def _show_written(result: results.Written) -> None:
+    print(f"wrote {result['path']} ({result['commands']} commands, {result['annotations']} annotations)")
+
+
+def _show_redacted(result: results.Redacted) -> None:
+    print(f"redacted {result['replaced']} occurrence(s) in session {result['session']}")
+    for name in result["rewritten"]:
+        print(f"  rewrote {name}")
+    for name in result["spool_removed"]:
+        print(f"  removed spool/{name}")
+    if not result["rewritten"] and not result["spool_removed"] and not result["replaced"]:
+        print(f"  not found in any of the {result['files_examined']} file(s) of the session")
+    for name in result["remaining"]:
+        print(f"  STILL PRESENT in {name}")
+
+
+def _show_purged(result: results.Purged) -> None:
+    print(f"purged session {result['session']}: {len(result['removed'])} file(s) removed")
+    for name in [*result["removed"], *(f"spool/{n}" for n in result["spool_removed"])]:
+        print(f"  removed {name}")
+
+
+def _show_recovery(result: results.Recovery) -> None:
+    print(f"recovery of {result['root']} took {result['duration_ms']:.0f} ms")
+    for s in result["sessions"]:
+        print(f"  {s['session_id']}  {s['status']}  from {s['source']}, {s['replayed']} journal records replayed")
+        for line in s["problems"]:
+            print(f"      problem: {line}")
+        for line in s["actions"]:
+            print(f"      {line}")
+    for line in result["other"]:
+        print(f"  {line}")
+
+
+def print_json(result: Any) -> None:
+    """`--json`: the result as the daemon sent it, on one line."""
+    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+# -- documents and exports -----------------------------------------------------------------------
+# Where a document or an export goes is decided here, on the user's side of the socket: the daemon
+# sends the text (and, for generate, the session's output file and whether it can be trusted), and
+# destination.write puts it where the user asked without replacing anything but a regular file.
+
+
+def _write(target: str, text: str, name: str, places: Places) -> tuple[str, str]:
+    from .. import destination
+
+    return destination.write(target, text.encode("utf-8", "replace"), name=name, forbidden=places[0],
+                             config_files=places[1])
+
+
+def _write_stdout(text: str) -> None:
+    from .. import destination
+
+    destination.write_stdout(text.encode("utf-8", "replace"))
+
+
+def _is_markdown(result: results.SessionDocument | results.MarkdownExport) -> TypeIs[results.MarkdownExport]:
+    return "format" in result  # a session has no such key
+
+
+def _export_target(args: argparse.Namespace, result: object) -> str | None:
+    return args.output or None
+
+
+def _deliver_export(args: argparse.Namespace, result: results.SessionDocument | results.MarkdownExport,
+                    places: Places) -> int:
+    """export: to a file (-o), or to standard output (Markdown as it is, JSON pretty or --json)."""
+    target = _export_target(args, result)
+    if target not in (None, STDOUT):
+        assert target is not None
+        if _is_markdown(result):
+            session, text, suffix = result["session"], result["markdown"], "md"
+        else:
+            session, text, suffix = result["id"], json.dumps(result, indent=2, ensure_ascii=False) + "\n", "json"
+        written, _ = _write(target, text, f"{session}.{suffix}", places)
+        print(json.dumps({"exported": written, "session": session}) if args.json else f"exported {session} to {args.output}")
+    elif args.json:
+        print_json(result)
+    elif _is_markdown(result):
+        _write_stdout(result["markdown"])
+    else:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _generate_target(args: argparse.Namespace, result: results.Generated) -> str | None:
+    """-o, else the session's output file if `start` chose it here, else None (standard output)."""
+    if args.output:
+        return str(args.output)
+    if result["output_file"] and result["output_file_trusted"] is True:
+        return result["output_file"]
+    return None
+
+
+def _deliver_generated(args: argparse.Namespace, result: results.Generated, places: Places) -> int:
+    """generate: the Markdown to standard output, or written to -o, or to a trusted output file."""
+    output_file = result["output_file"]
+    if not args.output and output_file and result["output_file_trusted"] is not True:
+        print(f"docpilot: not written to {output_file}: that output file was not set by 'docpilot start' here "
+              f"(an imported session, or a file from elsewhere); use -o {output_file} to write it there",
+              file=sys.stderr)
+    target = _generate_target(args, result)
+    if target in (None, STDOUT):
+        if args.json:
+            print_json(result)
+        else:
+            _write_stdout(result["markdown"])
+        return 0
+    assert target is not None
+    data = result["markdown"]
+    written, went = _write(target, data, f"{result['session']}.md", places)
+    if went == STDOUT:  # -o named this process's standard output: the document is there
+        return 0
+    summary: results.Written = {
+        "session": result["session"], "commands": result["commands"], "annotations": result["annotations"],
+        "path": written, "bytes": len(data.encode("utf-8", "replace")),
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        _show_written(summary)
+    return 0
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+VERBS: tuple[Verb[Any], ...] = (
+    Verb("start", "start a session: docpilot start \"what you are doing\"", aliases=("begin", "new"),
+         arguments=_start_arguments, request=ask("start", results.Started, _start_fields), show=_show_started),
+    Verb("stop", "stop the session", aliases=("end", "finish"), session=LIVE,
+         request=ask("stop", results.SessionSummary), show=_show_stopped),
+    Verb("pause", "pause the session (commands are not recorded)", aliases=("hold",), session=LIVE,
+         request=ask("pause", results.SessionSummary), show=_show_summary),
+    Verb("resume", "resume a paused session", aliases=("continue", "unpause"), session=LIVE,
+         request=ask("resume", results.SessionSummary), show=_show_summary),
+    Verb("annotate", "add an annotation (--type note|explanation|warning|milestone)", aliases=("add", "comment"),
+         session=LIVE, arguments=_annotate_arguments, request=ask("annotate", results.Annotated, _annotation(None)),
+         show=_show_annotated),
+    Verb("annotations", "list the session's annotations", aliases=("list",), session=LATEST,
+         request=ask("annotations", results.Annotations), show=_show_annotations),
+    Verb("note", "add a note", aliases=("n",), session=LIVE, arguments=_text_argument,
+         request=ask("annotate", results.Annotated, _annotation("note")), show=_show_annotated),
+    Verb("explain", "add an explanation", aliases=("exp",), session=LIVE, arguments=_text_argument,
+         request=ask("annotate", results.Annotated, _annotation("explanation")), show=_show_annotated),
+    Verb("warn", "add a warning", aliases=("warning", "alert"), session=LIVE, arguments=_text_argument,
+         request=ask("annotate", results.Annotated, _annotation("warning")), show=_show_annotated),
+    Verb("milestone", "add a milestone", aliases=("mile", "checkpoint"), session=LIVE, arguments=_text_argument,
+         request=ask("annotate", results.Annotated, _annotation("milestone")), show=_show_annotated),
+    Verb("status", "the daemon and the current session", aliases=("info", "stat"), session=LIVE,
+         request=ask("status", results.Status), show=_show_status),
+    Verb("sessions", "all sessions with their state and counts",
+         request=ask("sessions", list[results.SessionSummary]), show=_show_sessions),
+    Verb("show", "one session in full, annotations included", session=LATEST,
+         request=ask("show", results.SessionDocument), show=_show_session),
+    Verb("save", "save every changed session now", request=ask("save", results.Saved), show=_show_saved),
+    Verb("record", "record one captured command (what shell hooks send)", session=LIVE, arguments=_record_arguments,
+         request=ask("record", results.Recorded, _record_fields), show=_show_recorded),
+    Verb("backups", "backup generations of a session", session=LATEST,
+         request=ask("backups", results.Backups), show=_show_backups),
+    Verb("restore", "restore a session from a backup (reversible)", session=LIVE, arguments=_restore_arguments,
+         request=ask("restore", results.Restored, lambda args: {"backup": args.backup}), show=_show_restored),
+    Verb("recovery", "the report of the daemon's last start-up recovery",
+         request=ask("recovery", results.Recovery), show=_show_recovery),
+    Verb("cleanup", "remove stopped sessions and backups older than N days", arguments=_cleanup_arguments,
+         request=ask("cleanup", results.Cleanup, lambda args: {"max_age_days": args.max_age_days}),
+         show=_show_cleanup),
+    Verb("stats", "storage statistics", request=ask("stats", results.StorageStats), show=_show_stats),
+    Verb("export", "a session as DocPilot JSON (re-importable), or --format markdown", session=LATEST,
+         arguments=_export_arguments, request=_export_request, target=_export_target, deliver=_deliver_export),
+    Verb("import", "import a session from an exported or DocPilot JSON file", arguments=_import_arguments,
+         request=ask("import", results.SessionSummary,
+                     lambda args: {"path": str(Path(args.file).expanduser().absolute())}),
+         show=_show_summary),
+    Verb("init", "print the shell hook: eval \"$(docpilot init bash)\" in ~/.bashrc (zsh, fish too)",
+         arguments=_init_arguments, local=_hooks),
+    Verb("join", "join this shell to a session (hooked shells; else eval \"$(docpilot join ID --shell bash)\")",
+         arguments=_join_arguments, local=_hooks),
+    Verb("leave", "stop sending this shell's commands to a joined session", arguments=_shell_option, local=_hooks),
+    # The daemon renders; this client writes (where the user asked, relative to the user's cwd).
+    Verb("generate", "Markdown documentation of the session (-o FILE, else its output file, else stdout)",
+         aliases=("gen", "doc"), session=LATEST, arguments=_generate_arguments,
+         request=ask("generate", results.Generated), target=_generate_target, deliver=_deliver_generated),
+    Verb("redact", "remove a secret from everything stored of a session (the secret from stdin if not given)",
+         session=LIVE, arguments=_redact_arguments,
+         request=ask("redact", results.Redacted, lambda args: {"pattern": _secret(args.pattern), "regex": args.regex}),
+         show=_show_redacted),
+    Verb("purge", "delete a session everywhere: snapshot, backups, journal, quarantine, spool",
+         arguments=_purge_arguments,
+         request=ask("purge", results.Purged, lambda args: {"session": args.session, "force": args.force}),
+         show=_show_purged),
+)
