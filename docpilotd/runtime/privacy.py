@@ -38,6 +38,7 @@ from ..domain.model import Session, state_name
 from ..domain.redaction import PatternError, Redactor, Rule, compile_rule, literal_rule
 from ..errors import DocpilotError, InvalidTransition, NotDurable, UsageError
 from ..storage import scrub
+from ..storage.fsops import NotRegularFile, read_regular
 from ..storage.store import SessionStore
 from .engine import Engine, Entry
 
@@ -165,9 +166,8 @@ async def redact(
 
 def _file_holds(scrubber: scrub.Scrubber, path: Any) -> bool:
     try:
-        with open(path, "rb") as handle:
-            return scrubber.found_in(handle.read())
-    except FileNotFoundError:
+        return scrubber.found_in(read_regular(path))  # never waits on a FIFO in its place
+    except (FileNotFoundError, NotRegularFile):
         return False
 
 

@@ -3,8 +3,10 @@
 DocPilot names backups with whole seconds, so two saves in one second overwrote each other; ours add
 nine digits of nanoseconds and are created exclusively, so a name never collides. Generations are
 ordered by the time in their name, never by mtime (which copies and restores change), and
-DocPilot's second-named files sort among ours by the same key. Only regular files are backups: a
-directory or symlink that merely has a backup's name is junk (never read, rotated or removed).
+DocPilot's second-named files sort among ours by the same key. Only regular files with text names
+are backups: anything else that has a backup's name (a directory, FIFO, socket, device node or
+symlink, or a name that is not UTF-8) is never read, rotated or removed; `scan_entries` lists it
+among the strays, which recovery reports and moves to quarantine as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import storage_error
-from .fsops import FileOps
+from .fsops import REGULAR, FileOps, a_kind, is_text_name
 
 _NAME = re.compile(r"(?P<id>[^/_]+)_(?P<sec>\d{1,19})(?:\.(?P<frac>\d{9}))?\.json\Z")
 
@@ -44,37 +46,53 @@ def parse_name(directory: Path, name: str) -> Backup | None:
     return Backup(ns=ns, session_id=match["id"], path=directory / name)
 
 
-def is_regular_file(ops: FileOps, path: Path) -> bool:
-    """Whether `path` is a regular file itself (not a directory, and not a symlink to anything)."""
+def is_regular_file(ops: FileOps, path: Path, owner: int | None = None) -> bool:
+    """Whether `path` is a regular file itself (not a directory, and not a symlink to anything),
+    and, with `owner`, one that user owns."""
     try:
-        return stat.S_ISREG(ops.stat(path).st_mode)
+        st = ops.stat(path)
     except OSError:
         return False
+    return stat.S_ISREG(st.st_mode) and (owner is None or st.st_uid == owner)
 
 
 def scan(ops: FileOps, directory: Path) -> tuple[dict[str, list[Backup]], list[str]]:
-    """Backups per session id (oldest first) and the names that are not backups at all."""
+    """Backups per session id (oldest first) and the names that are not backups (strays included)."""
+    by_session, junk, strays = scan_entries(ops, directory)
+    return by_session, sorted(junk + [name for name, _ in strays])
+
+
+def scan_entries(ops: FileOps, directory: Path) -> tuple[dict[str, list[Backup]], list[str], list[tuple[str, str]]]:
+    """Backups per session id (oldest first), the names that are not backups' names at all (junk,
+    left alone), and strays: (name, why) of what has a backup's name but cannot be one (not a
+    regular file, or a name that is not text). Nothing is opened."""
     by_session: dict[str, list[Backup]] = {}
     junk: list[str] = []
+    strays: list[tuple[str, str]] = []
     try:
-        names = ops.list_regular(directory)
+        kinds = ops.list_kinds(directory)
     except FileNotFoundError:
-        return {}, []
+        return {}, [], []
     except OSError as exc:
         raise storage_error(exc, f"listing {directory.name}/") from exc
-    for name, regular in names.items():
-        backup = parse_name(directory, name) if regular else None
+    for name, kind in kinds.items():
+        backup = parse_name(directory, name)
         if backup is None:
             junk.append(name)
+        elif not is_text_name(name):
+            strays.append((name, "a name that is not UTF-8 text, which docpilotd never writes"))
+        elif kind != REGULAR:
+            strays.append((name, f"not a regular file: {a_kind(kind)}"))
         else:
             by_session.setdefault(backup.session_id, []).append(backup)
     for generations in by_session.values():
         generations.sort()
-    return by_session, sorted(junk)
+    return by_session, sorted(junk), sorted(strays)
 
 
-def for_session(ops: FileOps, directory: Path, session_id: str) -> list[Backup]:
-    """The backups of one session, oldest first."""
+def for_session(ops: FileOps, directory: Path, session_id: str, owner: int | None = None) -> list[Backup]:
+    """The backups of one session, oldest first (with `owner`, only the files that user owns: a
+    backup of another user is neither named after, rotated nor listed)."""
     prefix = f"{session_id}_"
     try:
         names = ops.listdir(directory)
@@ -82,7 +100,7 @@ def for_session(ops: FileOps, directory: Path, session_id: str) -> list[Backup]:
         return []
     except OSError as exc:
         raise storage_error(exc, f"listing {directory.name}/") from exc
-    found = [parse_name(directory, n) for n in names if n.startswith(prefix)]
+    found = [parse_name(directory, n) for n in names if n.startswith(prefix) and is_text_name(n)]
     return sorted(
-        b for b in found if b is not None and b.session_id == session_id and is_regular_file(ops, b.path)
+        b for b in found if b is not None and b.session_id == session_id and is_regular_file(ops, b.path, owner)
     )

@@ -13,6 +13,12 @@ describes any damage. A bad record with nothing valid after it is a torn tail (a
 append): it is cut off, after a copy goes to quarantine. A bad record followed by valid ones is
 damage in the middle: reported with the missing sequence window, never silently skipped.
 
+Only regular files with text names are segments (`index_entries` lists anything else that has a
+segment's name as a stray, never opened); a segment owned by another user than the data root's
+owner is not trusted: `read_segments` reports it as a whole-segment problem and replays nothing of
+it, and recovery moves it to quarantine. A segment that cannot be read at all is reported the same
+way (`Damage.whole`).
+
 Writing (`SegmentWriter`) appends bytes and fsyncs on request; it is driven from one thread at a
 time (the runtime's group commit). After a failed write or fsync the writer is dead: the kernel may
 have dropped the pages, so the caller starts a new segment from memory instead of retrying.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import errno
 
 import re
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -31,8 +38,9 @@ from pathlib import Path
 import msgspec
 
 from ..domain.changes import Change
+from ..errors import DocpilotError
 from .atomic import storage_error
-from .fsops import FileOps
+from .fsops import REGULAR, FileOps, NotRegularFile, a_kind, is_text_name, kind_of
 
 MAGIC = b"DPJ1"
 HEADER = struct.Struct("<4sIQI")
@@ -74,6 +82,7 @@ class Damage:
     size: int
     torn_tail: bool
     detail: str
+    whole: bool = False  # the segment as a whole was not read (not trusted, or unreadable)
 
 
 @dataclass
@@ -149,26 +158,37 @@ def segments_of(ops: FileOps, journal_dir: Path, session_id: str) -> list[tuple[
 
 def index(ops: FileOps, journal_dir: Path) -> dict[str, list[tuple[int, Path]]]:
     """(first_seq, path) of every session's segments, in order: one listing for all sessions."""
+    return index_entries(ops, journal_dir)[0]
+
+
+def index_entries(
+    ops: FileOps, journal_dir: Path
+) -> tuple[dict[str, list[tuple[int, Path]]], list[tuple[str, str]]]:
+    """Every session's segments (see `index`), and strays: (name, why) of what has a segment's
+    name but cannot be one (not a regular file, or a name that is not text). Nothing is opened."""
     try:
-        names = ops.listdir(journal_dir)
+        kinds = ops.list_kinds(journal_dir)
     except FileNotFoundError:
-        return {}
+        return {}, []
     found: dict[str, list[tuple[int, Path]]] = {}
-    for name in names:
+    strays: list[tuple[str, str]] = []
+    for name, kind in kinds.items():
         parsed = parse_segment_name(name)
-        if parsed:
+        if not parsed:
+            continue
+        if not is_text_name(name):
+            strays.append((name, "a name that is not UTF-8 text, which docpilotd never writes"))
+        elif kind != REGULAR:
+            strays.append((name, f"not a regular file: {a_kind(kind)}"))
+        else:
             found.setdefault(parsed[0], []).append((parsed[1], journal_dir / name))
     for segments in found.values():
         segments.sort()
-    return found
+    return found, sorted(strays)
 
 
 def session_ids(ops: FileOps, journal_dir: Path) -> set[str]:
-    try:
-        names = ops.listdir(journal_dir)
-    except FileNotFoundError:
-        return set()
-    return {parsed[0] for name in names if (parsed := parse_segment_name(name))}
+    return set(index(ops, journal_dir))
 
 
 def read_segments(
@@ -177,11 +197,13 @@ def read_segments(
     session_id: str,
     segments: list[tuple[int, Path]] | None = None,
     after_seq: int = 0,
+    owner: int | None = None,
 ) -> JournalRead:
     """Every record after `after_seq` in a session's segments (`segments` when the caller listed
     them already), and any damage. A segment followed by one starting at or below after_seq + 1
     holds only records at or below after_seq: it is not read at all (with after_seq 0, every
-    segment is read)."""
+    segment is read). Anything but a regular file is not opened, nor (with `owner`) a segment
+    another user owns: whole-segment damage."""
     result = JournalRead()
     listed = segments_of(ops, journal_dir, session_id) if segments is None else segments
     for (_, path), following in zip(listed, [first for first, _ in listed[1:]] + [None]):
@@ -189,11 +211,19 @@ def read_segments(
             continue
         result.segments.append(path)
         try:
-            if ops.stat(path).st_size == 0:
+            st = ops.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile(path, kind_of(st.st_mode))
+            if owner is not None and st.st_uid != owner:
+                detail = f"owned by another user (uid {st.st_uid}, the data root's owner is uid {owner}): not trusted"
+                result.damage.append(Damage(path, 0, st.st_size, torn_tail=False, detail=detail, whole=True))
+                continue
+            if st.st_size == 0:
                 continue  # the usual last segment: nothing was written after the last checkpoint
             data = ops.read_bytes(path)
         except OSError as exc:
-            result.damage.append(Damage(path, 0, 0, torn_tail=False, detail=f"unreadable: {exc.strerror}"))
+            detail = f"unreadable: {exc.strerror or exc}"
+            result.damage.append(Damage(path, 0, 0, torn_tail=False, detail=detail, whole=True))
             continue
         records, damage = scan_segment(data, path, after_seq)
         result.records.extend(records)
@@ -202,11 +232,17 @@ def read_segments(
 
 
 class SegmentWriter:
-    """Appends framed records to one segment file; dead after any write or fsync error."""
+    """Appends framed records to one segment file; dead after any write or fsync error.
 
-    def __init__(self, ops: FileOps, path: Path) -> None:
+    Something else at the segment's name when it is opened -- not a regular file, or a file another
+    user owns, which recovery would not trust and so would not replay -- is moved to quarantine
+    (`quarantine_dir`, by default the data root's) first: acknowledged records only ever go into a
+    file of the daemon's own."""
+
+    def __init__(self, ops: FileOps, path: Path, quarantine_dir: Path | None = None) -> None:
         self.ops = ops
         self.path = path
+        self.quarantine_dir = quarantine_dir or path.parent.parent / "quarantine"
         self._fd: int | None = None
         self.dead = False
         self.size = 0
@@ -214,14 +250,33 @@ class SegmentWriter:
 
     def open(self, sync_dir: bool = True) -> None:
         try:
-            self._fd = self.ops.open_append(self.path)
+            try:
+                self._fd = self.ops.open_append(self.path)
+            except NotRegularFile as exc:
+                self._set_aside(f"not a regular file: {a_kind(exc.kind)}")
+                self._fd = self.ops.open_append(self.path)
             opened = self.ops.stat(self.path)
+            owner = self.ops.stat(self.path.parent).st_uid
+            if opened.st_uid != owner:
+                fd, self._fd = self._fd, None
+                self.ops.close(fd)
+                self._set_aside(f"owned by another user (uid {opened.st_uid}; journal/ is uid {owner}'s): not trusted")
+                self._fd = self.ops.open_append(self.path)
+                opened = self.ops.stat(self.path)
             self.size, self._inode = opened.st_size, opened.st_ino
             if sync_dir:
                 self.ops.fsync_dir(self.path.parent)
         except OSError as exc:
             self.dead = True
             raise storage_error(exc, f"opening journal {self.path.name}") from exc
+        except DocpilotError:
+            self.dead = True
+            raise
+
+    def _set_aside(self, why: str) -> None:
+        from . import quarantine
+
+        quarantine.move(self.ops, self.quarantine_dir, self.path, f"{why}, where a journal segment was to be written")
 
     def write(self, data: bytes) -> None:
         if self.dead or self._fd is None:

@@ -47,7 +47,7 @@ class CleanupResult(msgspec.Struct):
 def backup_info(store: SessionStore, session_id: str) -> list[BackupInfo]:
     """Generations of one session, newest first."""
     found: list[BackupInfo] = []
-    for backup in reversed(backups.for_session(store.ops, store.layout.backups, session_id)):
+    for backup in reversed(backups.for_session(store.ops, store.layout.backups, session_id, store.owner_uid)):
         try:
             size = store.ops.stat(backup.path).st_size
         except OSError:
@@ -138,7 +138,13 @@ def remove_session_files(store: SessionStore, session_id: str) -> list[str]:
         unlink_file(store, segment)
         removed.append(f"journal/{segment.name}")
     main = store.layout.session_file(session_id)
-    if store.ops.exists(main):
+    try:
+        there = store.ops.stat(main).st_mode
+    except FileNotFoundError:
+        there = None
+    except OSError as exc:
+        raise storage_error(exc, f"examining {main.name}") from exc
+    if there is not None and not stat.S_ISDIR(there):  # a directory there was never the session's
         unlink_file(store, main)
         removed.append(f"sessions/{main.name}")
     store.forget(session_id)

@@ -27,13 +27,32 @@ the per-item checks (see snapshot.decode: they run in full when the session is l
 forked processes examine a share each, read-only (see `forked`): a child reports back the sessions
 it found untouched, and this process handles every other one itself, repairs included, so the
 outcome is what one process alone would produce.
+
+Hostile entries (see storage.fsops and storage.store): nothing is opened before lstat (or the
+directory's own listing) says it is a regular file, and reads cannot block or follow a link, so
+recovery and fsck always finish. What recovery does with what it finds where a session, backup,
+journal segment or temp file should be (names that are not docpilotd's are left alone, reported as
+"ignored", as before):
+  - a FIFO, socket, device node, symbolic link or directory: reported; with repair moved to
+    quarantine as it is (renamed, never opened; a directory as a whole). A session whose own file
+    it was is restored from its backups and journal, like a missing file. When it cannot be moved
+    (a mount point...), it is reported "unresolved" and left alone, never read;
+  - a name that is not UTF-8 text: reported (readably, with its bytes) and moved the same way;
+    docpilotd never writes such a name, so it is never taken for a session;
+  - a regular file another user owns: not trusted, so never a source and never replayed;
+    reported, and with repair moved to quarantine (a session with no file of its own left is
+    unrecoverable, its files kept there). Only root can put one there; the owner's own files are
+    the only ones docpilotd reads as sessions.
+Every name in a report is readable text (`fsops.display_name`), so a report always prints and
+encodes.
 """
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +63,7 @@ from ..errors import StorageError
 from . import backups, forked, journal, quarantine, snapshot
 from .replay import Replayed, replay
 from .atomic import TEMP_PREFIX, is_temp_name, write_atomic
-from .fsops import OsFileOps
+from .fsops import REGULAR, OsFileOps, a_kind, display_name, display_path, is_text_name
 from .store import Identity, SessionStore
 
 Status = Literal["ok", "repaired", "needs_repair", "unrecoverable"]
@@ -139,13 +158,14 @@ class _Candidate:
 
 
 def _relative(store: SessionStore, path: Path) -> str:
+    """`path` relative to the data root, as readable text (see fsops.display_name)."""
     root, text = str(store.layout.root), str(path)
     if text.startswith(root + "/"):  # the usual case, without pathlib's parsing
-        return text[len(root) + 1 :]
+        return display_path(text[len(root) + 1 :])
     try:
-        return str(path.relative_to(store.layout.root))
+        return display_path(str(path.relative_to(store.layout.root)))
     except ValueError:
-        return str(path)
+        return display_path(text)
 
 
 @dataclass
@@ -160,6 +180,8 @@ class _Scan:
     other: list[str]
     backups: dict[str, list[backups.Backup]]
     segments: dict[str, list[tuple[int, Path]]]
+    # What has the name of one of our files but cannot be one, and why (see the module docstring).
+    strays: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], list[Path], list[str]]:
@@ -175,33 +197,49 @@ def _scan(store: SessionStore) -> _Scan:
     temps: dict[str, list[Path]] = {}
     loose_temps: list[Path] = []
     other: list[str] = []
+    strays: list[tuple[Path, str]] = []
+    special_mains: dict[str, tuple[Path, str]] = {}  # id -> (path, why) of a main that is no file
     try:
-        listed = ops.list_regular(layout.sessions)
+        listed = ops.list_kinds(layout.sessions)
     except FileNotFoundError:
         listed = {}
     sessions_dir = layout.sessions
     for name in sorted(listed):
-        if name.endswith(".json") and not is_temp_name(name):
-            mains.add(name[: -len(".json")])
-        if not listed[name]:
-            other.append(f"ignored: sessions/{name} is not a regular file")
+        kind = listed[name]
+        ours = name.endswith(".json") or is_temp_name(name)
+        if not ours:
+            why = "is not a regular file" if kind != REGULAR else "is not a session file"
+            other.append(f"ignored: sessions/{display_name(name)} {why}")
+        elif not is_text_name(name):
+            strays.append((sessions_dir / name, "a name that is not UTF-8 text, which docpilotd never writes"))
+        elif kind != REGULAR:
+            if is_temp_name(name):
+                strays.append((sessions_dir / name, f"not a regular file: {a_kind(kind)}"))
+            else:
+                special_mains[name[: -len(".json")]] = (sessions_dir / name, f"not a regular file: {a_kind(kind)}")
         elif is_temp_name(name):
             session_id = _temp_owner(name)
             if session_id:
                 temps.setdefault(session_id, []).append(sessions_dir / name)
             else:
                 loose_temps.append(sessions_dir / name)
-        elif name.endswith(".json"):
-            ids.add(name[: -len(".json")])
         else:
-            other.append(f"ignored: sessions/{name} is not a session file")
-    by_session, junk = backups.scan(ops, layout.backups)
+            ids.add(name[: -len(".json")])
+            mains.add(name[: -len(".json")])
+    by_session, junk, backup_strays = backups.scan_entries(ops, layout.backups)
     ids.update(by_session)
-    other.extend(f"ignored: backups/{name} is not a backup file" for name in junk)
+    other.extend(f"ignored: backups/{display_name(name)} is not a backup file" for name in junk)
+    strays.extend((layout.backups / name, why) for name, why in backup_strays)
     ids.update(temps)
-    segments = journal.index(ops, layout.journal)
+    segments, segment_strays = journal.index_entries(ops, layout.journal)
+    strays.extend((layout.journal / name, why) for name, why in segment_strays)
     ids.update(segments)
-    return _Scan(sorted(ids), mains, temps, loose_temps, other, by_session, segments)
+    for session_id, (path, why) in special_mains.items():
+        if session_id in ids:
+            mains.add(session_id)  # in the way of the session's own file: handled with the session
+        else:
+            strays.append((path, why))
+    return _Scan(sorted(ids), mains, temps, loose_temps, other, by_session, segments, sorted(strays))
 
 
 def _temp_owner(name: str) -> str | None:
@@ -219,7 +257,7 @@ def recover_all(
 ) -> tuple[RecoveryReport, dict[str, Recovered]]:
     """Examine (and with `repair`, fix) every session under the store's root."""
     started = time.time_ns()
-    report = RecoveryReport(root=str(store.layout.root), repair=repair, started_at_ns=started)
+    report = RecoveryReport(root=display_path(str(store.layout.root)), repair=repair, started_at_ns=started)
     scan = _scan(store)
     report.other.extend(scan.other)
     results: dict[str, tuple[SessionReport, Recovered | None]] = {}
@@ -258,8 +296,30 @@ def recover_all(
             report.other.append(f"quarantined: {name} (stale temp file)")
         else:
             report.other.append(f"stale temp file: {name}")
+    for path, why in scan.strays:
+        name = _relative(store, path)
+        if not repair:
+            report.other.append(f"not a docpilotd file: {name} ({why}); would move it to quarantine")
+            continue
+        moved, error = _move_aside(store, path, why)
+        if moved is not None:
+            report.other.append(f"quarantined: {name} ({why})")
+        elif error is not None:
+            report.other.append(f"unresolved: {name} ({why}): could not move it to quarantine ({error}); left alone, never read")
     report.duration_ms = (time.time_ns() - started) / 1e6
     return report, recovered
+
+
+def _move_aside(store: SessionStore, path: Path, why: str) -> tuple[Path | None, str | None]:
+    """Move an entry that is not docpilotd's file (a FIFO, a directory...) to quarantine as it is:
+    (where it went, None), (None, None) when it is gone already, (None, why not) when it could not
+    be moved (it is then left where it is, and never read)."""
+    try:
+        return quarantine.move(store.ops, store.layout.quarantine, path, why), None
+    except StorageError as exc:
+        if not store.ops.exists(path):
+            return None, None
+        return None, exc.message
 
 
 # Below this many sessions, one process is quicker than forking others.
@@ -318,7 +378,7 @@ def _quiet(store: SessionStore, session_id: str, temp_files: list[Path], segment
     """No temp file, and nothing in the journal after `seq` (neither records nor damage)."""
     if temp_files:
         return False
-    after = journal.read_segments(store.ops, store.layout.journal, session_id, segments, after_seq=seq)
+    after = journal.read_segments(store.ops, store.layout.journal, session_id, segments, after_seq=seq, owner=store.owner_uid)
     return not after.records and not after.damage
 
 
@@ -400,7 +460,10 @@ def recover_session(
                 source = candidate
     temps = [_Candidate(p, "temp", store.read(p, session_id)) for p in temp_files]
     for temp in temps:
-        report.problems.append(f"{_relative(store, temp.path)}: stale temp file of an interrupted save")
+        distrusted = temp.decoded.problem if _distrusted(temp.decoded) else None
+        report.problems.append(
+            f"{_relative(store, temp.path)}: stale temp file of an interrupted save" + (f" ({distrusted})" if distrusted else "")
+        )
     if source is None:
         source = next((t for t in temps if t.decoded.usable), None)
     if source is None:
@@ -446,28 +509,56 @@ def recover_session(
             report.actions.append(f"would restore {_relative(store, main_path)} from {report.source}")
         return report, _recovered(replayed)
 
+    blocked = False  # the main path holds something that could not be moved out of the way
     if source is not None and rewrite and replayed.session is not None:
         if main is not None:
-            # Copy, then replace atomically: there is never a moment without a main file.
-            kept = quarantine.keep_copy(
-                store.ops, store.layout.quarantine, main_path.name,
-                store.ops.read_bytes(main_path), main_path, _why(main.decoded),
-            )
-            report.quarantined.append(_relative(store, kept))
-        # Replay already applied the journal to this session: record the sequence it now contains.
-        data = snapshot.encode(snapshot.plain_session(replayed.session), replayed.last_seq)
-        store.remember(session_id, Identity.of(write_atomic(store.ops, main_path, data)))
-        report.actions.append(f"restored {_relative(store, main_path)} from {report.source}")
+            try:
+                content: bytes | None = store.ops.read_bytes(main_path)
+            except OSError:
+                content = None  # not a regular file (or unreadable): the entry itself goes
+            if content is not None:
+                # Copy, then replace atomically: there is never a moment without a main file.
+                kept: Path | None = quarantine.keep_copy(
+                    store.ops, store.layout.quarantine, main_path.name, content, main_path, _why(main.decoded),
+                )
+            else:
+                kept, error = _move_aside(store, main_path, _why(main.decoded))
+                if error is not None:
+                    blocked = True
+                    report.problems.append(
+                        f"unresolved: {_relative(store, main_path)} could not be moved to quarantine ({error}); "
+                        "the session is not written there"
+                    )
+            if kept is not None:
+                report.quarantined.append(_relative(store, kept))
+        if not blocked:
+            # Replay already applied the journal to this session: record the sequence it now contains.
+            data = snapshot.encode(snapshot.plain_session(replayed.session), replayed.last_seq)
+            store.remember(session_id, Identity.of(write_atomic(store.ops, main_path, data)))
+            report.actions.append(f"restored {_relative(store, main_path)} from {report.source}")
     for path, why in to_quarantine:
         if path == main_path and rewrite:
-            continue  # copied above; the file there now is the restored one
+            continue  # copied or moved above; the file there now is the restored one
         if store.ops.exists(path):
-            target = quarantine.move(store.ops, store.layout.quarantine, path, why)
+            try:
+                regular = store.ops.stat(path).st_mode
+            except OSError:
+                regular = 0
+            if stat.S_ISREG(regular):
+                target = quarantine.move(store.ops, store.layout.quarantine, path, why)
+            else:
+                moved, error = _move_aside(store, path, why)
+                if moved is None:
+                    if error is not None:
+                        blocked = True
+                        report.problems.append(f"unresolved: {_relative(store, path)} could not be moved to quarantine ({error})")
+                    continue
+                target = moved
             report.quarantined.append(_relative(store, target))
     if report.quarantined:
         report.actions.append("quarantined " + ", ".join(report.quarantined))
     if replayed.session is not None:
-        report.status = "repaired" if report.problems else "ok"
+        report.status = "needs_repair" if blocked else "repaired" if report.problems else "ok"
     return report, _recovered(replayed)
 
 
@@ -487,11 +578,24 @@ def _replay_journal(
     segments holding only such records are not read: replay would skip them anyway, so damage
     there costs nothing and is left to fsck, which reads everything."""
     read = journal.read_segments(
-        store.ops, store.layout.journal, session_id, segments, after_seq=base_seq if skip_covered else 0
+        store.ops, store.layout.journal, session_id, segments, after_seq=base_seq if skip_covered else 0,
+        owner=store.owner_uid,
     )
     for damage in read.damage:
         where = f"{_relative(store, damage.segment)} at byte {damage.offset}"
-        if damage.torn_tail:
+        if damage.whole:
+            # Not read at all (not trusted, or unreadable): nothing of it is replayed; with repair
+            # it goes to quarantine as it is (a gap it leaves is reported below).
+            report.problems.append(f"{_relative(store, damage.segment)}: {damage.detail}; none of its records replayed")
+            if not repair:
+                report.actions.append(f"would quarantine {_relative(store, damage.segment)} ({damage.detail})")
+            else:
+                moved, error = _move_aside(store, damage.segment, damage.detail)
+                if moved is not None:
+                    report.quarantined.append(_relative(store, moved))
+                elif error is not None:
+                    report.problems.append(f"unresolved: {_relative(store, damage.segment)} could not be moved to quarantine ({error})")
+        elif damage.torn_tail:
             report.problems.append(f"{where}: torn last record ({damage.detail}, {damage.size} bytes)")
             if repair:
                 kept = journal.cut_tail(store.ops, store.layout.quarantine, damage)
@@ -519,6 +623,11 @@ def _recovered(replayed: Replayed) -> Recovered | None:
     if replayed.session is None:
         return None
     return Recovered(session=snapshot.plain_session(replayed.session), seq=replayed.last_seq)
+
+
+def _distrusted(decoded: snapshot.Decoded) -> bool:
+    """The file was not read at all: not a regular file, or another user's (see store.distrust)."""
+    return (decoded.problem or "").startswith(("not a regular file", "owned by another user"))
 
 
 def _why(decoded: snapshot.Decoded) -> str:

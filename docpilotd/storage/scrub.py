@@ -19,6 +19,10 @@ text (quarantine keeps evidence; it is never laundered into a file that looks ve
 that still holds the secret afterwards (the pattern matched an id or a timestamp, which
 redaction never changes) is reported as remaining, never silently passed over.
 
+Only regular files are read, rewritten or deleted: anything else with a session's name (a FIFO, a
+directory... that recovery set aside in quarantine) holds nothing docpilotd wrote, and is left
+where it is.
+
 `purge_files` deletes every file of one session: quarantine copies first, then journal and
 backups, the snapshot last (so that a look at the data root during a purge never finds a backup
 without its session). Both are explicit requests: promise 2 ("nothing good is ever destroyed")
@@ -34,6 +38,7 @@ from pathlib import Path
 from ..domain.redaction import Redactor, json_escaped, literal_rule
 from . import backups
 from .atomic import TEMP_PREFIX, storage_error, write_atomic
+from .fsops import REGULAR, NotRegularFile
 from .journal import HEADER, frame, scan_segment, segments_of
 from .maintenance import remove_session_files, sync_dir, unlink_file
 from .snapshot import decode, encode, plain_session
@@ -115,28 +120,32 @@ def belongs_to(name: str, session_id: str) -> bool:
 
 
 def quarantined_files(store: SessionStore, session_id: str) -> list[Path]:
-    """Files in quarantine that came from this session (with their .reason files)."""
+    """Files in quarantine that came from this session (with their .reason files); only regular
+    files (and the reasons of those)."""
     try:
-        names = store.ops.listdir(store.layout.quarantine)
+        kinds = store.ops.list_kinds(store.layout.quarantine)
     except FileNotFoundError:
         return []
     found = []
-    for name in sorted(names):
+    for name in sorted(kinds):
         _, sep, original = name.partition("_")
-        if sep and belongs_to(original, session_id):
-            found.append(store.layout.quarantine / name)
+        if not sep or not belongs_to(original, session_id) or kinds[name] != REGULAR:
+            continue
+        if name.endswith(".reason") and kinds.get(name[: -len(".reason")], REGULAR) != REGULAR:
+            continue  # the reason of something that is not a file: they stay together
+        found.append(store.layout.quarantine / name)
     return found
 
 
 def stale_temp_files(store: SessionStore, session_id: str) -> list[Path]:
     """Leftover temp files of interrupted saves of this session in sessions/ (ours and DocPilot's)."""
     try:
-        names = store.ops.listdir(store.layout.sessions)
+        kinds = store.ops.list_kinds(store.layout.sessions)
     except FileNotFoundError:
         return []
     return [
-        store.layout.sessions / name for name in sorted(names)
-        if name.endswith(".tmp") and belongs_to(name, session_id)
+        store.layout.sessions / name for name in sorted(kinds)
+        if name.endswith(".tmp") and belongs_to(name, session_id) and kinds[name] == REGULAR
     ]
 
 
@@ -163,8 +172,8 @@ def scrub_files(
     for path, rewrite in [(main, scrubber.snapshot_file), *work]:
         try:
             data = store.ops.read_bytes(path)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotRegularFile):
+            continue  # gone, or not a file docpilotd wrote (a FIFO, a directory...): nothing to scrub
         except OSError as exc:
             raise storage_error(exc, f"reading {path.name}") from exc
         report.examined += 1

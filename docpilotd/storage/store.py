@@ -9,12 +9,21 @@ Save of session S (only when S changed):
 
 At every instant the store holds a valid copy of the last saved state: the old snapshot until the
 rename, the new one after it; the backup that step 1 made is never removed in the same save.
+
+What is trusted: only regular files owned by the owner of the data root (the daemon's own user: the
+daemon and `fsck --repair` refuse a root that is not theirs) are ever read as a session. Anything
+else at a session's path -- a FIFO, socket, device node, symbolic link or directory, or a file
+another user owns (only root can put one there; its content did not come from docpilotd, and the
+daemon may be unable to read, link or replace it) -- reads as unusable with the reason, is never
+opened for reading (`read` looks with lstat first; FileOps' reads refuse it anyway), and is moved to
+quarantine as it is (the entry itself) when a save or recovery needs the place.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +34,25 @@ from ..errors import StorageError
 from ..paths import Layout
 from . import backups, quarantine, snapshot
 from .atomic import storage_error, write_atomic
-from .fsops import FileOps, OsFileOps
+from .fsops import FileOps, OsFileOps, a_kind, kind_of
+
+
+def owner_of(root: Path) -> int:
+    """Whose files the data root holds: the owner of its directory (this process's user when it
+    does not exist yet)."""
+    try:
+        return os.stat(root).st_uid
+    except OSError:
+        return os.geteuid()
+
+
+def distrust(st: os.stat_result, owner: int | None) -> str | None:
+    """Why the entry `st` (from lstat) is not to be read as one of docpilotd's files, or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file: {a_kind(kind_of(st.st_mode))}"
+    if owner is not None and st.st_uid != owner:
+        return f"owned by another user (uid {st.st_uid}, the data root's owner is uid {owner}): not trusted"
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,6 +85,7 @@ class SessionStore:
         self._written: dict[str, Identity] = {}
         self._last_backup_ns = 0
         self._named_after: dict[str, int] = {}  # per session: the newest backup name seen on disk
+        self.owner_uid = owner_of(layout.root)  # see the module docstring: whose files are trusted
 
     # -- what we wrote -------------------------------------------------------------------------
 
@@ -108,6 +136,9 @@ class SessionStore:
             return None, None
         except OSError as exc:
             raise storage_error(exc, f"examining {path.name}") from exc
+        why = distrust(st, self.owner_uid)
+        if why is not None:  # never opened: moved aside as it is (a FIFO, a directory...)
+            return None, quarantine.move(self.ops, self.layout.quarantine, path, why)
         if self._written.get(session_id) != Identity.of(st):
             try:
                 decoded = snapshot.decode(self.ops.read_bytes(path), session_id)
@@ -130,7 +161,7 @@ class SessionStore:
         # always has the newest name, which is what rotation and recovery go by.
         # Only the first backup of a session in this run needs to look at the disk.
         if session_id not in self._named_after:
-            existing = backups.for_session(self.ops, self.layout.backups, session_id)
+            existing = backups.for_session(self.ops, self.layout.backups, session_id, self.owner_uid)
             self._named_after[session_id] = existing[-1].ns if existing else 0
         ns = max(time.time_ns(), self._last_backup_ns + 1, self._named_after[session_id] + 1)
         self._last_backup_ns = ns
@@ -156,7 +187,7 @@ class SessionStore:
 
         Generations that are hard links of one file count once (they are one generation).
         """
-        generations = backups.for_session(self.ops, self.layout.backups, session_id)
+        generations = backups.for_session(self.ops, self.layout.backups, session_id, self.owner_uid)
         distinct: list[backups.Backup] = []
         duplicates: list[backups.Backup] = []
         seen: set[int] = set()
@@ -188,7 +219,16 @@ class SessionStore:
 
     def read(self, path: Path, expected_id: str | None = None, trust_finished: bool = False) -> snapshot.Decoded:
         """Decode one snapshot or backup file; unreadable files give a Decoded with a problem
-        (`trust_finished`: see snapshot.decode)."""
+        (`trust_finished`: see snapshot.decode). Anything but a regular file of the data root's
+        owner is not opened: its problem says what it is."""
+        try:
+            why = distrust(self.ops.stat(path), self.owner_uid)
+        except FileNotFoundError:
+            return snapshot.Decoded(None, problem="file not found")
+        except OSError as exc:
+            return snapshot.Decoded(None, problem=f"cannot read: {exc.strerror or exc}")
+        if why is not None:
+            return snapshot.Decoded(None, problem=why)
         try:
             data = self.ops.read_bytes(path)
         except FileNotFoundError:

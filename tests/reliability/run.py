@@ -9,8 +9,10 @@ status is 0 only when every figure meets its target. Parts: kill -9 of the real 
 concurrent clients (Jepsen-style checker), a crash at chosen system calls of the real daemon
 (strace fault injection), simulated power loss over a model file system (with the fsync mutation
 check), injected I/O errors at every storage call and a real full disk, a catalogue of damaged
-files, fuzzing of the protocol parser and the loaders (with the regression corpus), and hostile
-clients; after each part the runner's own descriptors are compared with the baseline.
+files, fuzzing of the protocol parser and the loaders (with the regression corpus), hostile
+clients, and a hostile file system (special files of every kind, names that are not UTF-8 and files
+of another user in every data directory, at start-up and while the daemon runs); after each part
+the runner's own descriptors are compared with the baseline.
 """
 
 from __future__ import annotations
@@ -122,9 +124,26 @@ def part_hostile(quick: bool) -> list[Row]:
     ]
 
 
+def part_hostile_fs(quick: bool) -> list[Row]:
+    from tests.reliability import hostile_fs
+
+    f = hostile_fs.run(quick=quick)
+    kinds = f"{len(f.kinds)} kinds" + (f"; {', '.join(f.skipped)} skipped: need root" if f.skipped else "")
+    return [
+        ("hostile file system: special files placed (every data directory)", f"{f.placed} ({kinds})", ">0", f.placed > 0),
+        ("hostile file system: hangs, crashes", f"{f.hangs}, {f.crashes}", "0, 0", f.hangs == 0 and f.crashes == 0),
+        ("hostile file system: starts that served, fsck runs that returned", f"{f.starts_served}/{f.starts}, {f.fsck_returned}/{f.fsck_runs}",
+         "all, all", f.starts > 0 and f.starts_served == f.starts and f.fsck_runs > 0 and f.fsck_returned == f.fsck_runs),
+        ("hostile file system: acknowledged changes lost, planted content served", f"{f.lost} of {f.acknowledged}, {f.planted_served}",
+         "0, 0", f.acknowledged > 0 and f.lost == 0 and f.planted_served == 0),
+        ("hostile file system: files outside the data root changed, saves refused", f"{f.outside_changed}, {f.saves_refused}",
+         "0, 0", f.outside_changed == 0 and f.saves_refused == 0),
+    ]
+
+
 PARTS: dict[str, Callable[[bool], list[Row]]] = {
     "kill9": part_kill9, "syscalls": part_syscalls, "powerloss": part_powerloss, "faults": part_faults,
-    "damage": part_damage, "fuzz": part_fuzz, "hostile": part_hostile,
+    "damage": part_damage, "fuzz": part_fuzz, "hostile": part_hostile, "hostile_fs": part_hostile_fs,
 }
 
 

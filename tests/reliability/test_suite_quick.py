@@ -2,7 +2,7 @@
 
 kill -9 and power loss have their own tests in this folder (with more rounds), so this run covers
 the other parts: crashes at system calls, injected I/O errors and a full disk, damaged files,
-fuzzing with the regression corpus, and hostile clients."""
+fuzzing with the regression corpus, hostile clients, and a hostile file system."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RUNNER = Path(__file__).with_name("run.py")
 
 def test_reliability_quick_mode_meets_every_figure() -> None:
     done = subprocess.run(
-        [sys.executable, str(RUNNER), "--quick", "--only", "syscalls,faults,damage,fuzz,hostile"],
+        [sys.executable, str(RUNNER), "--quick", "--only", "syscalls,faults,damage,fuzz,hostile,hostile_fs"],
         capture_output=True, text=True, timeout=1800,
     )
     print(done.stdout)

@@ -262,26 +262,44 @@ def test_binary_junk_with_a_backup_name_is_a_damaged_backup(layout: Layout) -> N
     assert store_main_is(layout, tree.sid, tree.states[2])
 
 
-def test_directories_and_symlinks_with_session_names_are_ignored(layout: Layout) -> None:
-    """Not regular files: neither read nor moved, and they never stop recovery (or a save)."""
+def test_directories_and_symlinks_with_session_names_are_moved_aside(layout: Layout) -> None:
+    """Not regular files: never read; fsck reports them and changes nothing, repair moves each one
+    (the entry itself: a link is not followed, a directory goes whole) to quarantine, and they
+    never stop recovery (or a save). See tests/storage/test_hostile_files.py for every kind."""
     tree = saved_tree(layout)
     backup_dir = layout.backups / backups.backup_name(tree.sid, 1_000_000_000 * 10**9)  # the "oldest"
     backup_dir.mkdir()
+    (backup_dir / "inside").write_bytes(b"kept")
     session_dir = layout.sessions / "1b4e28ba-2fa1-41d2-883f-0016d3cca427.json"
     session_dir.mkdir()
     link = layout.sessions / "2c4e28ba-2fa1-41d2-883f-0016d3cca427.json"
     link.symlink_to("/etc/hostname")
+    entries = {
+        f"backups/{backup_dir.name}": "a directory", f"sessions/{session_dir.name}": "a directory",
+        f"sessions/{link.name}": "a symbolic link",
+    }
     before = snapshot_tree(layout.root)
-    for repair in (False, True):
-        report, found = recover_all(SessionStore(layout), repair=repair, check_backups=True)
-        assert [s.session_id for s in report.sessions] == [tree.sid]
-        assert encoded(found[tree.sid].session) == tree.states[2]
-        assert f"ignored: sessions/{session_dir.name} is not a regular file" in report.other
-        assert f"ignored: sessions/{link.name} is not a regular file" in report.other
-        assert f"ignored: backups/{backup_dir.name} is not a backup file" in report.other
-        assert report.healthy
-        assert snapshot_tree(layout.root) == before
-    # Rotation never counts (or tries to remove) the directory.
+    report, found = recover_all(SessionStore(layout), repair=False, check_backups=True)
+    assert [s.session_id for s in report.sessions] == [tree.sid]
+    assert encoded(found[tree.sid].session) == tree.states[2]
+    for name, kind in entries.items():
+        assert f"not a docpilotd file: {name} (not a regular file: {kind}); would move it to quarantine" in report.other
+    assert not report.healthy
+    assert snapshot_tree(layout.root) == before
+
+    report, found = recover_all(SessionStore(layout), repair=True, check_backups=True)
+    assert encoded(found[tree.sid].session) == tree.states[2]
+    for name, kind in entries.items():
+        assert f"quarantined: {name} (not a regular file: {kind})" in report.other
+    assert report.clean_after_repair
+    moved = {p.name.split("_", 1)[1]: p for p in layout.quarantine.iterdir() if not p.name.endswith(".reason")}
+    assert os.readlink(moved[link.name]) == "/etc/hostname"
+    assert moved[session_dir.name].is_dir() and (moved[backup_dir.name] / "inside").read_bytes() == b"kept"
+    assert not session_dir.exists() and not backup_dir.exists() and not link.is_symlink()
+    assert recover_all(SessionStore(layout), repair=False, check_backups=True)[0].healthy
+
+    # Rotation never counts (or tries to remove) a directory with a backup's name.
+    backup_dir.mkdir()
     store = SessionStore(layout, backups_kept=1)
     decoded = store.read(tree.main)
     assert decoded.session is not None

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable
 
 from ...paths import Layout
+from ...storage.fsops import read_regular
 
 log = logging.getLogger("docpilotd.capture")
 
@@ -70,15 +71,19 @@ class Markers:
         current_id = current_id or ""
         if present and self._current_written is None:
             try:  # left by an earlier run: keep it when it already names the right session
-                with open(path, "rb") as handle:
-                    self._current_written = handle.read(200).decode("ascii", "replace").strip()
+                # Never waits: a FIFO (or anything but a file) there is not read, and is replaced below.
+                self._current_written = read_regular(path, 200).decode("ascii", "replace").strip()
             except OSError:
                 pass
         if present and self._current_written == current_id:
             return
         temporary = self.directory / _TEMPORARY
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:  # whatever is at our temporary name is never opened (a FIFO would block the loop)
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, current_id.encode("ascii") + b"\n" if current_id else b"")
             finally:
