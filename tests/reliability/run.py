@@ -11,7 +11,8 @@ concurrent clients (Jepsen-style checker), a crash at chosen system calls of the
 check), injected I/O errors at every storage call and a real full disk, a catalogue of damaged
 files, fuzzing of the protocol parser and the loaders (with the regression corpus), hostile
 clients, and a hostile file system (special files of every kind, names that are not UTF-8 and files
-of another user in every data directory, at start-up and while the daemon runs); after each part
+of another user in every data directory, at start-up and while the daemon runs; data directories
+and the live journal removed, clock steps, id spellings); after each part
 the runner's own descriptors are compared with the baseline.
 """
 
@@ -141,9 +142,27 @@ def part_hostile_fs(quick: bool) -> list[Row]:
     ]
 
 
+def part_hostile_runtime(quick: bool) -> list[Row]:
+    from tests.reliability import hostile_runtime
+
+    f = hostile_runtime.run(quick=quick)
+    return [
+        ("data directories removed, live journal segment deleted or replaced: scenarios, acknowledged",
+         f"{f.scenarios}, {f.acknowledged}", "7, >0", f.scenarios == 7 and f.acknowledged > 0),
+        ("... acknowledged changes lost, daemons crashed, saves that wrote nothing yet said ok",
+         f"{f.lost}, {f.crashed}, {f.false_saves}", "0, 0, 0", f.lost == 0 and f.crashed == 0 and f.false_saves == 0),
+        ("clock stepped back and forward (libfaketime): steps, files its own validator rejects",
+         f"{f.clock_steps}, {f.invalid_after_step}" if f.clock_steps else "skipped: libfaketime not installed",
+         "2, 0", f.clock_steps == 2 and f.invalid_after_step == 0),
+        ("session id spellings (case, hyphens, prefixes, imports): uses, extra sessions",
+         f"{f.spellings}, {f.extra_sessions}", ">0, 0", f.spellings > 0 and f.extra_sessions == 0),
+    ]
+
+
 PARTS: dict[str, Callable[[bool], list[Row]]] = {
     "kill9": part_kill9, "syscalls": part_syscalls, "powerloss": part_powerloss, "faults": part_faults,
     "damage": part_damage, "fuzz": part_fuzz, "hostile": part_hostile, "hostile_fs": part_hostile_fs,
+    "hostile_runtime": part_hostile_runtime,
 }
 
 

@@ -15,7 +15,7 @@ RUNNER = Path(__file__).with_name("run.py")
 
 def test_reliability_quick_mode_meets_every_figure() -> None:
     done = subprocess.run(
-        [sys.executable, str(RUNNER), "--quick", "--only", "syscalls,faults,damage,fuzz,hostile,hostile_fs"],
+        [sys.executable, str(RUNNER), "--quick", "--only", "syscalls,faults,damage,fuzz,hostile,hostile_fs,hostile_runtime"],
         capture_output=True, text=True, timeout=1800,
     )
     print(done.stdout)
