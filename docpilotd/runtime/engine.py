@@ -27,13 +27,15 @@ queued record; every segment but the current one holds only records below the cu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..config import Config
 from ..domain import changes, timestamps
@@ -49,6 +51,8 @@ from ..storage.store import SaveResult, SessionStore
 from .tasks import TaskSet
 
 log = logging.getLogger("docpilotd.engine")
+SETTLE_TIMEOUT_S = 30.0
+_T = TypeVar("_T")
 CLOCK_STEP_LOG_NS = 1_000_000_000  # a wall clock behind by more than this is logged as a step
 
 
@@ -56,7 +60,11 @@ CLOCK_STEP_LOG_NS = 1_000_000_000  # a wall clock behind by more than this is lo
 class Entry:
     """One session known to the daemon. `session` is None for a stopped session not in memory.
     `summary` is None while the session is not created yet (a `start` or `import` whose first
-    change is not yet applied): readers that list or pick sessions pass over such an entry."""
+    change is not yet applied): readers that list or pick sessions pass over such an entry.
+
+    The fields starting with `_` are the journal tail (writer, queue, locks, rebase state): only
+    the Engine touches them; other parts use its operations (settled, files_held, remove, forget,
+    rewrite, in_pool_exclusive)."""
 
     session_id: str
     session: Session | None
@@ -67,18 +75,20 @@ class Entry:
     checkpoint_seq: int = -1
     started_ns: int = 0
     dirty: bool = False
-    writer: SegmentWriter | None = None
-    queue: list[tuple[int, Change, asyncio.Future[None]]] = field(default_factory=list)
-    pending_bytes: bytearray = field(default_factory=bytearray)
-    flushing: bool = False
-    needs_rebase: str | None = None
-    io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _writer: SegmentWriter | None = None
+    _queue: list[tuple[int, Change, asyncio.Future[None]]] = field(default_factory=list)
+    _pending_bytes: bytearray = field(default_factory=bytearray)
+    _flushing: bool = False
+    # Set while no change of the session is queued or being written (see Engine.settled).
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _needs_rebase: str | None = None
+    _io_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # One snapshot write per session at a time, in the order of their captures (taken before io_lock).
-    snapshot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _snapshot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     capture_marks: dict[str, int] | None = None  # see runtime.capture.ids
     # Segments written by a writer that failed: they may hold refused records, so they leave
     # journal/ (for quarantine) before any record reuses their sequence numbers.
-    dead_segments: list[Path] = field(default_factory=list)
+    _dead_segments: list[Path] = field(default_factory=list)
     last_command_at: str | None = None  # timestamp given to the latest recorded command
     # The last timestamp `Engine.stamp` gave, and the monotonic clock then (see `stamp`).
     last_stamp_ns: int = 0
@@ -86,6 +96,7 @@ class Entry:
     clock_behind: bool = False
 
     def __post_init__(self) -> None:
+        self._idle.set()
         self.next_seq = self.seq + 1
         if self.pending_state is None and self.session is not None:
             self.pending_state = state_name(self.session.state)
@@ -247,7 +258,7 @@ class Engine:
     async def commit(self, entry: Entry, change: Change) -> None:
         """Make `change` durable (per the durability mode), then apply it; raises if refused."""
         new_state = changes.state_after(entry.pending_state, change)
-        if entry.needs_rebase is not None:
+        if entry._needs_rebase is not None:
             await self._rebase(entry)
         if entry.session is None and not isinstance(change, (changes.Create, changes.Replace)):
             entry.session = await self.full_session(entry)
@@ -258,12 +269,94 @@ class Engine:
             self._apply(entry, seq, change)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry.queue.append((seq, change, future))
-        entry.pending_bytes += journal.frame(seq, change)
-        if not entry.flushing:
-            entry.flushing = True
+        entry._idle.clear()
+        entry._queue.append((seq, change, future))
+        entry._pending_bytes += journal.frame(seq, change)
+        if not entry._flushing:
+            entry._flushing = True
             self.tasks.spawn(self._flush(entry), name=f"flush {entry.session_id}")
         await future
+
+    # -- operations other parts need on a whole session ---------------------------------------------
+
+    async def settled(self, entry: Entry, timeout: float = SETTLE_TIMEOUT_S) -> Session:
+        """The session once no change of it is queued or being written: exactly records 1..seq.
+
+        Returned without a pause, so a change the caller commits right away comes after all of
+        them. NotDurable when the journal is recovering from an error or the session stays busy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if entry._needs_rebase is not None:
+                raise NotDurable("the session's journal is recovering from a write error; try again in a moment")
+            if entry._idle.is_set():
+                if entry.session is not None:
+                    return entry.session
+                loaded = await self.full_session(entry)
+                if entry.session is None and entry._idle.is_set():
+                    return loaded
+                continue
+            try:
+                await asyncio.wait_for(entry._idle.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise NotDurable("the session is too busy to be rewritten now; try again") from None
+
+    @contextlib.asynccontextmanager
+    async def files_held(self, entry: Entry) -> AsyncIterator[Path | None]:
+        """Hold the session's files still (no snapshot, backup, trim or segment switch) while the
+        caller rewrites them; yields the live journal segment, which must not be rewritten."""
+        async with entry._snapshot_lock:
+            yield entry._writer.path if entry._writer is not None else None
+
+    async def remove(self, entry: Entry, delete_files: Callable[[], _T], timeout: float = SETTLE_TIMEOUT_S) -> _T:
+        """Purge: the session refuses every change from now on, changes already on their way end,
+        its journal is closed, `delete_files` runs in the I/O pool with nothing else touching the
+        session's files, and the session leaves the registry. If `delete_files` raises, the session
+        is as it was."""
+        entry.pending_state = None  # state_after(None, ...) refuses every change
+        self._state_changed()
+        try:
+            await asyncio.wait_for(entry._idle.wait(), timeout)
+        except TimeoutError:
+            pass  # a stuck write: its records are in files that are deleted now anyway
+        async with entry._snapshot_lock, entry._io_lock:
+            if entry._writer is not None:
+                entry._writer.close()
+                entry._writer = None
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, delete_files)
+            except DocpilotError:
+                entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
+                entry.dirty = entry.session is not None
+                self._state_changed()
+                raise
+            entry.session = None
+            entry.dirty = False
+        self.forget(entry.session_id)
+        return result
+
+    def forget(self, session_id: str) -> None:
+        """The session leaves the registry (its files are gone, or it was never created)."""
+        entry = self.entries.pop(session_id, None)
+        if entry is not None and entry._writer is not None:
+            entry._writer.close()
+            entry._writer = None
+        self.degraded.pop(session_id, None)
+        self._state_changed()
+
+    async def rewrite(self, entry: Entry) -> None:
+        """Write the snapshot from memory now, even when nothing changed (its file was damaged)."""
+        entry.dirty = True
+        await self.checkpoint(entry)
+
+    async def in_pool_exclusive(self, entry: Entry, fn: Callable[[], _T]) -> _T:
+        """Run `fn` in the I/O pool while no change of the session is written."""
+        async with entry._io_lock:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
+    def _state_changed(self) -> None:
+        if self.on_state_change is not None:
+            self.on_state_change()
 
     def new_entry(self, session_id: str) -> Entry:
         entry = Entry(session_id, None, 0, None)  # not created yet: no summary until its first change applies
@@ -292,10 +385,10 @@ class Engine:
         loop = asyncio.get_running_loop()
         sync = self.config.durability == "always"
         try:
-            async with entry.io_lock:
-                while entry.queue:
-                    batch, data = entry.queue, bytes(entry.pending_bytes)
-                    entry.queue, entry.pending_bytes = [], bytearray()
+            async with entry._io_lock:
+                while entry._queue:
+                    batch, data = entry._queue, bytes(entry._pending_bytes)
+                    entry._queue, entry._pending_bytes = [], bytearray()
                     try:
                         await loop.run_in_executor(self.pool, self._write_batch, entry, batch[0][0], data, sync)
                     except DocpilotError as exc:
@@ -308,11 +401,13 @@ class Engine:
                     if not sync:
                         self._schedule_sync(entry)
         finally:
-            entry.flushing = False
+            entry._flushing = False
+            if not entry._queue:
+                entry._idle.set()
 
     def _write_batch(self, entry: Entry, first_seq: int, data: bytes, sync: bool) -> None:
         """In the I/O pool: append a batch (and fsync it); opens the segment on first use."""
-        if entry.writer is None:
+        if entry._writer is None:
             writer = SegmentWriter(
                 self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, first_seq)
             )
@@ -320,27 +415,27 @@ class Engine:
                 writer.open()
             except DocpilotError:
                 if not self.restore_directories():  # journal/ removed by another program?
-                    entry.dead_segments.append(writer.path)
+                    entry._dead_segments.append(writer.path)
                     raise
                 writer = SegmentWriter(self.store.ops, writer.path)
                 try:
                     writer.open()
                 except DocpilotError:
-                    entry.dead_segments.append(writer.path)
+                    entry._dead_segments.append(writer.path)
                     raise
-            entry.writer = writer
-        entry.writer.write(data)
+            entry._writer = writer
+        entry._writer.write(data)
         if sync:
-            entry.writer.sync()
+            entry._writer.sync()
 
     def _refuse(self, entry: Entry, batch: list[tuple[int, Change, asyncio.Future[None]]], exc: DocpilotError) -> None:
         """A write or fsync failed: nothing queued is acknowledged; rebase before the next change."""
-        waiting = batch + entry.queue
-        entry.queue, entry.pending_bytes = [], bytearray()
+        waiting = batch + entry._queue
+        entry._queue, entry._pending_bytes = [], bytearray()
         self._bury_writer(entry)
         entry.next_seq = entry.seq + 1
         entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
-        entry.needs_rebase = str(exc)
+        entry._needs_rebase = str(exc)
         self.degraded[entry.session_id] = f"journal write failed: {exc}"
         log.error("session %s: journal write failed, %d change(s) refused: %s", entry.session_id, len(waiting), exc)
         error = exc if isinstance(exc, StorageError) else NotDurable(str(exc))
@@ -349,7 +444,7 @@ class Engine:
                 future.set_exception(type(error)(f"not saved: {error.message}"))
         if entry.session is None:  # the session was never created: forget it, and its Create
             self.entries.pop(entry.session_id, None)
-            for path in entry.dead_segments:
+            for path in entry._dead_segments:
                 try:
                     quarantine.move(self.store.ops, self.store.layout.quarantine, path, "journal of a refused new session")
                 except (DocpilotError, OSError):
@@ -366,37 +461,37 @@ class Engine:
         ids, self._unsynced = self._unsynced, set()
         for session_id in ids:
             entry = self.entries.get(session_id)
-            if entry is None or entry.writer is None:
+            if entry is None or entry._writer is None:
                 continue
-            async with entry.io_lock:
-                if entry.writer is None:
+            async with entry._io_lock:
+                if entry._writer is None:
                     continue
                 try:
-                    await asyncio.get_running_loop().run_in_executor(self.pool, entry.writer.sync)
+                    await asyncio.get_running_loop().run_in_executor(self.pool, entry._writer.sync)
                 except DocpilotError as exc:
                     self._bury_writer(entry)
-                    entry.needs_rebase = str(exc)
+                    entry._needs_rebase = str(exc)
                     self.degraded[session_id] = f"journal sync failed: {exc}"
 
     def _bury_writer(self, entry: Entry) -> None:
         """The current segment failed: close it and remember it for retirement at the rebase."""
-        if entry.writer is not None:
-            entry.dead_segments.append(entry.writer.path)
-            entry.writer.close()
-            entry.writer = None
+        if entry._writer is not None:
+            entry._dead_segments.append(entry._writer.path)
+            entry._writer.close()
+            entry._writer = None
 
     async def _rebase(self, entry: Entry) -> None:
         """After a failed write: snapshot from memory, retire the dead segment, start anew."""
-        async with entry.snapshot_lock, entry.io_lock:
-            if entry.needs_rebase is None:
+        async with entry._snapshot_lock, entry._io_lock:
+            if entry._needs_rebase is None:
                 return
             self._bury_writer(entry)
             if entry.session is not None:
                 entry.dirty = True
                 # Raises if the disk still fails: the dead segments stay listed for the next try.
-                await self._checkpoint_locked(entry, retire=list(entry.dead_segments))
-            entry.dead_segments.clear()
-            entry.needs_rebase = None
+                await self._checkpoint_locked(entry, retire=list(entry._dead_segments))
+            entry._dead_segments.clear()
+            entry._needs_rebase = None
             self.degraded.pop(entry.session_id, None)
             log.info("session %s: journal rebased after an error", entry.session_id)
 
@@ -414,9 +509,9 @@ class Engine:
         every acknowledged change. After a write error (rebase pending), everything happens under
         io_lock as one step."""
         loop = asyncio.get_running_loop()
-        async with entry.snapshot_lock:
-            async with entry.io_lock:
-                if entry.needs_rebase is not None or entry.dead_segments:
+        async with entry._snapshot_lock:
+            async with entry._io_lock:
+                if entry._needs_rebase is not None or entry._dead_segments:
                     return await self._checkpoint_locked(entry)
                 if not entry.dirty or entry.session is None:
                     return False
@@ -461,19 +556,19 @@ class Engine:
         if entry.seq == seq:
             entry.dirty = False  # else changes committed meanwhile: the next checkpoint has them
         entry.checkpoint_seq = seq
-        if entry.needs_rebase is None:
+        if entry._needs_rebase is None:
             self.degraded.pop(entry.session_id, None)
-        if entry.session is not None and not is_live(entry.session) and not entry.queue and not entry.dirty:
+        if entry.session is not None and not is_live(entry.session) and not entry._queue and not entry.dirty:
             entry.session = None  # stopped and saved: its snapshot is the copy we serve from
 
     def _next_segment(self, entry: Entry, seq: int) -> None:
         """In the I/O pool, under io_lock: records after `seq` go to a new segment from now on."""
         path = self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1)
-        if entry.writer is not None and entry.writer.path == path:
+        if entry._writer is not None and entry._writer.path == path:
             return  # nothing was written since the last switch (its snapshot write failed)
         writer = SegmentWriter(self.store.ops, path)
         writer.open()  # raises before anything changed
-        old, entry.writer = entry.writer, writer
+        old, entry._writer = entry._writer, writer
         if old is not None:
             old.close()
 
@@ -523,10 +618,10 @@ class Engine:
         for path in retire or ():
             if self.store.ops.exists(path):  # an earlier, partly successful rebase may have moved it
                 quarantine.move(self.store.ops, self.store.layout.quarantine, path, "journal segment after a write error")
-        old = entry.writer
+        old = entry._writer
         writer = SegmentWriter(self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1))
         writer.open()
-        entry.writer = writer
+        entry._writer = writer
         if old is not None:
             old.close()
         try:
@@ -594,11 +689,11 @@ class Engine:
     async def close(self) -> None:
         await self.tasks.wait_all()  # a flush in progress ends with its fsync and its replies
         for entry in self.entries.values():
-            if entry.writer is not None:
-                async with entry.io_lock:
-                    if entry.writer is not None:
-                        entry.writer.close()
-                        entry.writer = None
+            if entry._writer is not None:
+                async with entry._io_lock:
+                    if entry._writer is not None:
+                        entry._writer.close()
+                        entry._writer = None
         self.pool.shutdown(wait=True)
 
     def find_entries(self, predicate: Callable[[Entry], bool]) -> list[Entry]:

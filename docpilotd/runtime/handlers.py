@@ -300,9 +300,7 @@ async def cleanup(req: p.Cleanup, ctx: Context) -> CleanupResult:
     known = [await engine.full_session(e) for e in list(engine.entries.values()) if e.summary is not None]
     result: CleanupResult = await _io(ctx, maintenance.cleanup, engine.store, known, req.max_age_days, time.time_ns())
     for session_id in result.removed_sessions:
-        entry = engine.entries.pop(session_id, None)
-        if entry is not None and entry.writer is not None:
-            entry.writer.close()
+        engine.forget(session_id)
     return result
 
 
@@ -361,7 +359,7 @@ async def import_(req: p.Import, ctx: Context) -> results.SessionSummary:
         await ctx.engine.commit(entry, changes.Replace(session=session, reason=f"import {path.name}"))
     except Exception:
         if entry.session is None:
-            ctx.engine.entries.pop(session.id, None)
+            ctx.engine.forget(session.id)
         raise
     await ctx.engine.checkpoint(entry)
     return _summary(entry)

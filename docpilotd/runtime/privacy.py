@@ -34,9 +34,9 @@ from .. import results
 from ..config import Config
 from ..protocol import decode_spooled_record
 from ..domain import changes
-from ..domain.model import Session, state_name
+from ..domain.model import Session
 from ..domain.redaction import PatternError, Redactor, Rule, compile_rule, literal_rule
-from ..errors import DocpilotError, InvalidTransition, NotDurable, UsageError
+from ..errors import DocpilotError, InvalidTransition, UsageError
 from ..storage import scrub
 from ..storage.fsops import NotRegularFile, read_regular
 from ..storage.store import SessionStore
@@ -53,7 +53,6 @@ class SpoolFiles(Protocol):
         self, lines_match: Callable[[bytes], bool], scratch_match: Callable[[bytes], bool]
     ) -> list[str]: ...
 
-SETTLE_TIMEOUT_S = 30.0
 ROUNDS = 3
 
 
@@ -104,26 +103,6 @@ async def _io(engine: Engine, fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(engine.pool, fn, *args)
 
 
-async def _settled(engine: Engine, entry: Entry) -> Session:
-    """The session once no change of it is queued or being written: exactly records 1..seq.
-
-    Returned without a pause, so a change the caller queues right away comes after all of them."""
-    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
-    while True:
-        if entry.needs_rebase is not None:
-            raise NotDurable("the session's journal is recovering from a write error; try again in a moment")
-        if not entry.queue and not entry.flushing:
-            if entry.session is not None:
-                return entry.session
-            loaded = await engine.full_session(entry)
-            if entry.session is None and not entry.queue and not entry.flushing:
-                return loaded
-            continue
-        if asyncio.get_running_loop().time() > deadline:
-            raise NotDurable("the session is too busy to be rewritten now; try again")
-        await asyncio.sleep(0.002)
-
-
 async def redact(
     engine: Engine, privacy: Privacy, spool: SpoolFiles | None, entry: Entry, pattern: str, regex: bool
 ) -> results.Redacted:
@@ -139,7 +118,7 @@ async def redact(
     for _ in range(ROUNDS):
         main_dirty = await _io(engine, _file_holds, scrubber, store.layout.session_file(entry.session_id))
         # No pause from here to the commit: the Replace is queued right behind every applied change.
-        session = await _settled(engine, entry)
+        session = await engine.settled(entry)
         clean, count = scrubber.redactor.session(session)
         if count or main_dirty:
             # Also when only the snapshot holds it (memory came from a restore): rewrite it from memory.
@@ -147,9 +126,8 @@ async def redact(
             replaced += count
             if await engine.checkpoint(entry) and snapshot_name not in rewritten:
                 rewritten.append(snapshot_name)
-        async with entry.snapshot_lock:
-            live_segment = [entry.writer.path] if entry.writer is not None else []
-            report = await _io(engine, scrub.scrub_files, store, entry.session_id, scrubber, live_segment)
+        async with engine.files_held(entry) as live:
+            report = await _io(engine, scrub.scrub_files, store, entry.session_id, scrubber, [live] if live else [])
         examined = max(examined, report.examined)
         rewritten.extend(name for name in report.rewritten if name not in rewritten)
         remaining = report.remaining
@@ -184,27 +162,7 @@ async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: b
     capture_ids = {c.capture_id for c in session.commands if c.capture_id} if session else set()
     texts = {c.command.strip() for c in session.commands} if session else set()
     # From now on the session refuses every change, as if it no longer existed.
-    entry.pending_state = None
-    _markers_changed(engine)
-    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
-    while (entry.queue or entry.flushing) and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.002)
-    async with entry.snapshot_lock, entry.io_lock:
-        if entry.writer is not None:
-            entry.writer.close()
-            entry.writer = None
-        try:
-            removed = await _io(engine, scrub.purge_files, engine.store, entry.session_id)
-        except DocpilotError:
-            entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
-            entry.dirty = entry.session is not None
-            _markers_changed(engine)
-            raise
-        entry.session = None
-        entry.dirty = False
-    engine.entries.pop(entry.session_id, None)
-    engine.degraded.pop(entry.session_id, None)
-    _markers_changed(engine)
+    removed = await engine.remove(entry, lambda: scrub.purge_files(engine.store, entry.session_id))
     spooled: list[str] = []
     if spool is not None:
         spooled = await spool.discard(
@@ -212,11 +170,6 @@ async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: b
             lambda data: data.decode("utf-8", "replace").strip() in texts,
         )
     return {"session": entry.session_id, "removed": removed, "spool_removed": spooled}
-
-
-def _markers_changed(engine: Engine) -> None:
-    if engine.on_state_change is not None:
-        engine.on_state_change()
 
 
 def _names_session(data: bytes, session_id: str, capture_ids: set[str]) -> bool:

@@ -220,8 +220,7 @@ class Watcher:
             return
         if entry.session is not None and (is_live(entry.session) or entry.dirty):
             log.warning("session %s: its file was changed by another program; rewriting it from memory", session_id)
-            entry.dirty = True
-            await engine.checkpoint(entry)
+            await engine.rewrite(entry)
             return
         await self._check_stopped(entry)
 
@@ -245,10 +244,9 @@ class Watcher:
             log.info("session %s: accepted an edit of its file", entry.session_id)
             return
         log.warning("session %s: its file is %s; restoring it", entry.session_id, decoded.problem or "damaged")
-        async with entry.io_lock:
-            report, found = await loop.run_in_executor(
-                engine.pool, lambda: recover_session(store, entry.session_id, [], repair=True)
-            )
+        report, found = await engine.in_pool_exclusive(
+            entry, lambda: recover_session(store, entry.session_id, [], repair=True)
+        )
         if found is not None:
             entry.summary = summarize(found.session)
 
