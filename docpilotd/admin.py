@@ -107,6 +107,7 @@ def service(args: argparse.Namespace) -> int:
 
 
 def fsck(cfg: config_mod.Config, repair: bool, as_json: bool) -> int:
+    from .storage import spelling
     from .storage.lock import DataLock
     from .storage.recovery import recover_all
     from .storage.store import SessionStore
@@ -120,7 +121,9 @@ def fsck(cfg: config_mod.Config, repair: bool, as_json: bool) -> int:
         lock.acquire(purpose="repair (stop the daemon first: it repairs at startup)")
     try:
         store = SessionStore(layout, backups_kept=cfg.backups_kept)
+        misspelled = spelling.normalize(store, repair=repair)
         report, _ = recover_all(store, repair=repair, check_backups=True)
+        report.other.extend(misspelled)
     finally:
         if lock is not None:
             lock.release()

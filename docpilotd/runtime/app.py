@@ -35,6 +35,7 @@ from .. import config as config_mod
 from ..config import Config
 from ..errors import DocpilotError
 from ..paths import Layout, layout_for
+from ..storage import spelling
 from ..storage.lock import DataLock
 from ..storage.recovery import recover_all
 from ..storage.store import SessionStore
@@ -93,6 +94,8 @@ class App:
         notify.send("STATUS=recovering")
         store = SessionStore(self.layout, backups_kept=self.config.backups_kept)
         loop = asyncio.get_running_loop()
+        for line in await loop.run_in_executor(None, spelling.normalize, store, True):
+            log.warning("recovery: %s", line)
         report, recovered = await loop.run_in_executor(None, lambda: recover_all(store, repair=True))
         self._log_recovery(report)
         engine = Engine(self.config, store)
