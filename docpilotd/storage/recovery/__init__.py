@@ -1,0 +1,229 @@
+"""Startup recovery and `fsck`: find the best copy of every session, and say what was done.
+
+Why this shape: the daemon must never serve from a copy it has not checked, and a person must be
+able to see, before anything changes, what recovery would do. So recovery is a plan, then carrying
+it out: `scan` lists the data root once; `plan` reads one session's files and decides (a
+`SessionPlan`: the source, the session after replay, typed findings and actions; a `RootPlan` for
+what belongs to no session) without changing anything; `execute` carries a plan out. With
+`repair=False` (fsck) the plan is reported ("would ...") and nothing changes; `repair=True` (fsck
+--repair, daemon startup) executes it. This module puts them together (`recover_all`,
+`recover_session`, `load_one`) and re-exports the report types (`report`).
+
+For each session id found in `sessions/` or `backups/`, the candidates are tried in order:
+  1. `sessions/{id}.json` when it decodes, validates and its checksum (if any) matches;
+  2. backups, newest first, on the same terms;
+  3. leftover temp files of an interrupted save (DocPilot's `{id}.tmp` among them);
+  4. a last resort: any copy that decodes and validates but whose checksum disagrees.
+The first usable one is the source. With repair: an unusable main file goes to quarantine, the
+source is written as the new main file, unusable backups (when examined) and stale temp files go to
+quarantine. Nothing is ever deleted, and a healthy main file is never rewritten. A session with no
+usable copy is reported unrecoverable and its damaged files are kept in quarantine.
+
+Backups are examined only when the main file is unusable, unless `check_backups` is set (fsck sets
+it): reading every generation of every session would multiply startup time for no gain. Likewise,
+start-up reads only the journal after the chosen copy (fsck reads it all), and `recover_all` lists
+each directory once for every session.
+
+Start-up with many sessions, and why it stays cheap: most sessions are finished, and recovery
+leaves them as they are (their own verified snapshot is all there is). For those, `recover_all`
+keeps an outline (no commands, annotations or events) that loads the session on first use, skips
+the per-item checks (see snapshot.decode: they run in full when the session is loaded), and lets
+forked processes examine a share each, read-only (see `forked`): a child reports back the sessions
+it found untouched, and this process handles every other one itself, repairs included, so the
+outcome is what one process alone would produce.
+
+Hostile entries (see storage.fsops and storage.store): nothing is opened before lstat (or the
+directory's own listing) says it is a regular file, and reads cannot block or follow a link, so
+recovery and fsck always finish. What recovery does with what it finds where a session, backup,
+journal segment or temp file should be (names that are not docpilotd's are left alone, reported as
+"ignored", as before):
+  - a FIFO, socket, device node, symbolic link or directory: reported; with repair moved to
+    quarantine as it is (renamed, never opened; a directory as a whole). A session whose own file
+    it was is restored from its backups and journal, like a missing file. When it cannot be moved
+    (a mount point...), it is reported "unresolved" and left alone, never read;
+  - a name that is not UTF-8 text: reported (readably, with its bytes) and moved the same way;
+    docpilotd never writes such a name, so it is never taken for a session;
+  - a regular file another user owns: not trusted, so never a source and never replayed;
+    reported, and with repair moved to quarantine (a session with no file of its own left is
+    unrecoverable, its files kept there). Only root can put one there; the owner's own files are
+    the only ones docpilotd reads as sessions.
+Every name in a report is readable text (`fsops.display_name`), so a report always prints and
+encodes.
+
+Invariants: the outcome is the same whether forked processes helped or not (a child only plans,
+and only what it found untouched comes back from it); nothing is ever deleted; a healthy main file
+is never rewritten; planning never changes the data root, only execution does (see plan, execute).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+
+from ...domain.model import Session, is_live, state_name
+from ...errors import StorageError
+from .. import forked, snapshot
+from ..fsops import OsFileOps, display_path
+from ..store import Identity, SessionStore
+from .execute import execute, execute_root
+from .plan import (
+    Action, CutTornTail, Finding, FindingKind, KeepCopy, MoveAside, Quarantine, QuarantineTemp, Rewrite, RootPlan,
+    SessionPlan, SetAsideStray, describe, describe_root, plan_root, plan_session,
+)
+from .report import Recovered, RecoveryReport, SessionReport, Status, outline
+from .scan import Listing, SessionFiles, scan
+
+__all__ = [
+    "Action", "CutTornTail", "Finding", "FindingKind", "KeepCopy", "MoveAside", "PARALLEL_MIN", "Quarantine",
+    "QuarantineTemp", "Recovered", "RecoveryReport", "Rewrite", "RootPlan", "SessionFiles", "SessionPlan",
+    "SessionReport", "SetAsideStray", "Status", "describe", "execute", "load_one", "plan_root", "plan_session",
+    "recover_all", "recover_session", "scan_ids",
+]
+
+# Below this many sessions, one process is quicker than forking others.
+PARALLEL_MIN = 300
+
+
+def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], list[Path], list[str]]:
+    """Session ids, temp files per id, unattributed temp files, and other findings."""
+    found = scan(store)
+    return found.ids, found.temps, found.loose_temps, found.other
+
+
+def recover_all(
+    store: SessionStore, repair: bool, check_backups: bool = False
+) -> tuple[RecoveryReport, dict[str, Recovered]]:
+    """Examine (and with `repair`, fix) every session under the store's root."""
+    started = time.time_ns()
+    report = RecoveryReport(root=display_path(str(store.layout.root)), repair=repair, started_at_ns=started)
+    listing = scan(store)
+    root_plan = plan_root(store, listing)
+    results: dict[str, tuple[SessionReport, Recovered | None]] = {}
+    mine: list[str] = listing.ids
+    children: list[forked.Child | None] = []
+    shares: list[list[str]] = []
+    processes = forked.workers() if _can_fork(store, len(listing.ids)) else 1
+    if processes > 1:
+        # Other processes check their shares read-only; whatever they find untouched needs
+        # nothing more, the rest comes back to this process (which alone changes anything).
+        shares = [listing.ids[n::processes] for n in range(processes)]
+        mine = shares[0]
+        children = forked.start(shares[1:], lambda share: _check_share(store, listing, share, check_backups))
+    for session_id in mine:
+        results[session_id] = _recover(store, session_id, listing.files_of(session_id), repair, check_backups)
+    for share, data in zip(shares[1:], forked.collect(children)):
+        if data is not None:
+            for checked in _checked_decoder.decode(data):
+                session_id = checked.report.session_id
+                results[session_id] = (checked.report, Recovered.outlined(checked.outline, checked.seq, _loader(store, session_id)))
+                if checked.identity is not None:
+                    store.remember(session_id, Identity(*checked.identity))
+        for session_id in share:
+            if session_id not in results:
+                results[session_id] = _recover(store, session_id, listing.files_of(session_id), repair, check_backups)
+    recovered: dict[str, Recovered] = {}
+    for session_id in listing.ids:
+        session_report, found = results[session_id]
+        report.sessions.append(session_report)
+        if found is not None:
+            recovered[session_id] = found
+    report.other.extend(execute_root(store, root_plan) if repair else describe_root(root_plan))
+    report.duration_ms = (time.time_ns() - started) / 1e6
+    return report, recovered
+
+
+def recover_session(
+    store: SessionStore, session_id: str, temp_files: Sequence[Path] = (), repair: bool = False,
+    check_backups: bool = False,
+) -> tuple[SessionReport, Recovered | None]:
+    """Recover one session, listing its files (`temp_files`: its temp files, when known)."""
+    return _recover(store, session_id, SessionFiles(list(temp_files)), repair, check_backups, outline_untouched=False)
+
+
+def load_one(store: SessionStore, session_id: str) -> Session:
+    """Best usable copy of one session without changing anything (for export or inspection)."""
+    _, found = recover_session(store, session_id, [], repair=False)
+    if found is None:
+        raise StorageError(f"session {session_id}: no usable copy")
+    return found.session
+
+
+def _recover(
+    store: SessionStore, session_id: str, files: SessionFiles, repair: bool, check_backups: bool,
+    outline_untouched: bool = True,
+) -> tuple[SessionReport, Recovered | None]:
+    """Plan one session and, with `repair`, carry the plan out. `outline_untouched` (recover_all):
+    a finished session recovery leaves as it is is not held whole (see Recovered); start-up also
+    trusts such a session's checksum (`trust_finished`, not with check_backups: fsck checks all)."""
+    plan = plan_session(store, session_id, files, check_backups, trust_finished=outline_untouched and not check_backups)
+    if plan.as_it_is:
+        return _as_it_is(store, plan)
+    session_report = execute(store, plan) if repair else describe(plan)
+    if plan.session is None:
+        return session_report, None
+    found = Recovered(snapshot.plain_session(plan.session), plan.seq)
+    if outline_untouched and _untouched(session_report) and not is_live(found.session):
+        found = Recovered.outlined(outline(found.session), found.seq, _loader(store, session_id))
+    return session_report, found
+
+
+def _as_it_is(store: SessionStore, plan: SessionPlan) -> tuple[SessionReport, Recovered]:
+    """The report and outline of a finished session recovery leaves untouched (what the general
+    path gives for it: its own snapshot as the source, nothing replayed, no problem). The file's
+    identity is remembered as the daemon's own, as the watcher would at start (see store)."""
+    session_id, session = plan.session_id, plan.session
+    assert session is not None
+    try:
+        store.remember(session_id, Identity.of(store.ops.stat(store.layout.session_file(session_id))))
+    except OSError:
+        pass  # the watcher looks at it again
+    report = SessionReport(
+        session_id=session_id, status="ok", source=plan.source, seq=plan.seq,
+        state=state_name(session.state), commands=len(session.commands), annotations=len(session.annotations),
+    )
+    return report, Recovered.outlined(outline(session), plan.seq, _loader(store, session_id))
+
+
+def _untouched(report: SessionReport) -> bool:
+    """Recovery chose the session's own snapshot, found nothing wrong and replayed nothing."""
+    return (
+        report.status == "ok" and not report.replayed and not report.problems
+        and report.source == f"sessions/{report.session_id}.json"
+    )
+
+
+def _loader(store: SessionStore, session_id: str) -> Callable[[], Session]:
+    return lambda: store.load(session_id)
+
+
+class _Checked(msgspec.Struct, array_like=True):
+    """What a child process sends back for a session it found untouched and finished."""
+
+    report: SessionReport
+    outline: Session
+    seq: int
+    identity: tuple[int, int, int] | None = None  # of the snapshot file recovery accepted
+
+
+_checked_decoder = msgspec.msgpack.Decoder(list[_Checked])
+
+
+def _can_fork(store: SessionStore, count: int) -> bool:
+    # Only over the real file system: a stand-in (a model of the disk in tests) lives in this
+    # process's memory, and counts its calls.
+    return count >= PARALLEL_MIN and forked.AVAILABLE and type(store.ops) is OsFileOps
+
+
+def _check_share(store: SessionStore, listing: Listing, share: Sequence[str], check_backups: bool) -> bytes:
+    """In a child process: the sessions of `share` that are untouched and finished, planned only
+    (for those, the plan has no action: carrying it out would change nothing)."""
+    checked = []
+    for session_id in share:
+        session_report, found = _recover(store, session_id, listing.files_of(session_id), False, check_backups)
+        if found is not None and _untouched(session_report) and not is_live(found.outline):
+            known = store.written_identity(session_id)
+            identity = (known.ino, known.size, known.mtime_ns) if known is not None else None
+            checked.append(_Checked(session_report, outline(found.outline), found.seq, identity))
+    return msgspec.msgpack.encode(checked)

@@ -1,0 +1,125 @@
+"""One listing of the data root for recovery: which sessions there are and which files each has.
+
+Why apart: listing each directory once for every session (not once per session, which would cost
+sessions x files) is what keeps start-up linear; planning then reads only what the listing names.
+
+Invariants: nothing is opened here, only listed (lstat kinds from the directory itself); a name
+that is not docpilotd's is "ignored" (reported, left alone); an entry with one of our names that
+cannot be one of our files (not a regular file, a name that is not UTF-8 text) is a stray, except
+a session's own main entry, which is handled with the session; every name given back for a report
+is readable text (fsops.display_name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import backups, journal
+from ..atomic import TEMP_PREFIX, is_temp_name
+from ..fsops import REGULAR, a_kind, display_name, display_path, is_text_name
+from ..store import SessionStore
+
+
+@dataclass
+class SessionFiles:
+    """What a listing found of one session. None: not listed, planning looks itself."""
+
+    temps: list[Path] = field(default_factory=list)
+    generations: list[backups.Backup] | None = None  # oldest first
+    segments: list[tuple[int, Path]] | None = None
+    main_exists: bool | None = None
+
+
+@dataclass
+class Listing:
+    """One listing of each directory, for every session."""
+
+    ids: list[str]
+    mains: set[str]  # ids whose sessions/{id}.json was listed
+    temps: dict[str, list[Path]]
+    loose_temps: list[Path]
+    other: list[str]  # "ignored: ..." findings, in listing order
+    backups: dict[str, list[backups.Backup]]
+    segments: dict[str, list[tuple[int, Path]]]
+    # What has the name of one of our files but cannot be one, and why (see the module docstring).
+    strays: list[tuple[Path, str]] = field(default_factory=list)
+
+    def files_of(self, session_id: str) -> SessionFiles:
+        return SessionFiles(
+            self.temps.get(session_id, []), self.backups.get(session_id, []),
+            self.segments.get(session_id, []), session_id in self.mains,
+        )
+
+
+def relative(store: SessionStore, path: Path) -> str:
+    """`path` relative to the data root, as readable text (see fsops.display_name)."""
+    root, text = str(store.layout.root), str(path)
+    if text.startswith(root + "/"):  # the usual case, without pathlib's parsing
+        return display_path(text[len(root) + 1 :])
+    try:
+        return display_path(str(path.relative_to(store.layout.root)))
+    except ValueError:
+        return display_path(text)
+
+
+def scan(store: SessionStore) -> Listing:
+    ops, layout = store.ops, store.layout
+    ids: set[str] = set()
+    mains: set[str] = set()
+    temps: dict[str, list[Path]] = {}
+    loose_temps: list[Path] = []
+    other: list[str] = []
+    strays: list[tuple[Path, str]] = []
+    special_mains: dict[str, tuple[Path, str]] = {}  # id -> (path, why) of a main that is no file
+    try:
+        listed = ops.list_kinds(layout.sessions)
+    except FileNotFoundError:
+        listed = {}
+    sessions_dir = layout.sessions
+    for name in sorted(listed):
+        kind = listed[name]
+        ours = name.endswith(".json") or is_temp_name(name)
+        if not ours:
+            why = "is not a regular file" if kind != REGULAR else "is not a session file"
+            other.append(f"ignored: sessions/{display_name(name)} {why}")
+        elif not is_text_name(name):
+            strays.append((sessions_dir / name, "a name that is not UTF-8 text, which docpilotd never writes"))
+        elif kind != REGULAR:
+            if is_temp_name(name):
+                strays.append((sessions_dir / name, f"not a regular file: {a_kind(kind)}"))
+            else:
+                special_mains[name[: -len(".json")]] = (sessions_dir / name, f"not a regular file: {a_kind(kind)}")
+        elif is_temp_name(name):
+            session_id = temp_owner(name)
+            if session_id:
+                temps.setdefault(session_id, []).append(sessions_dir / name)
+            else:
+                loose_temps.append(sessions_dir / name)
+        else:
+            ids.add(name[: -len(".json")])
+            mains.add(name[: -len(".json")])
+    by_session, junk, backup_strays = backups.scan_entries(ops, layout.backups)
+    ids.update(by_session)
+    other.extend(f"ignored: backups/{display_name(name)} is not a backup file" for name in junk)
+    strays.extend((layout.backups / name, why) for name, why in backup_strays)
+    ids.update(temps)
+    segments, segment_strays = journal.index_entries(ops, layout.journal)
+    strays.extend((layout.journal / name, why) for name, why in segment_strays)
+    ids.update(segments)
+    for session_id, (path, why) in special_mains.items():
+        if session_id in ids:
+            mains.add(session_id)  # in the way of the session's own file: handled with the session
+        else:
+            strays.append((path, why))
+    return Listing(sorted(ids), mains, temps, loose_temps, other, by_session, segments, sorted(strays))
+
+
+def temp_owner(name: str) -> str | None:
+    if name.startswith(TEMP_PREFIX):  # ours: .tmp-{id}.json.{random}.tmp
+        inner = name[len(TEMP_PREFIX) :]
+        head, sep, _ = inner.partition(".json.")
+        return head if sep else None
+    if name.endswith(".tmp") and "." not in name[: -len(".tmp")]:  # DocPilot's: {id}.tmp
+        return name[: -len(".tmp")]
+    return None
