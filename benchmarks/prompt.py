@@ -109,7 +109,7 @@ def _rc_files(shell: str, directory: Path, hook: str) -> tuple[Path, Path]:
     return plain_dir / name, hooked_dir / name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measure(shell: str, quick: bool) -> Measured | None:
     """The prompt cost of `shell`'s hooks (None when the shell is not installed). Cached: the
     client benchmark reports the same measurement."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Figure, machine  # noqa: E402
+from common import Figure, machine
 
 # name: module; the order of the table.
 BENCHMARKS: dict[str, str] = {

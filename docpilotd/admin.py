@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from . import __version__, config as config_mod
+from . import __version__
+from . import config as config_mod
 from .errors import DocpilotError, StorageError, UsageError
 from .paths import layout_for
 

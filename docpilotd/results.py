@@ -441,7 +441,7 @@ def _list(item_shape: Any) -> Check:
             return
         index = 0
         try:
-            for index, element in enumerate(value):
+            for index, element in enumerate(value):  # noqa: B007  (named in the error below)
                 item(element)
         except _Mismatch as exc:
             exc.path.append(f"[{index}]")
@@ -518,7 +518,7 @@ def _dict(item: Check) -> Check:
             raise _Mismatch(f"an object expected, got {_shown(value)}")
         key = ""
         try:
-            for key, element in value.items():
+            for key, element in value.items():  # noqa: B007  (named in the error below)
                 item(element)
         except _Mismatch as exc:
             exc.path.append(f"[{key!r}]")

@@ -162,7 +162,7 @@ class Daemon:
         self.starts += 1
         return self.proc
 
-    def start(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0) -> "Daemon":
+    def start(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0) -> Daemon:
         """Start the daemon and wait until it answers hello; fail with its log if it never does."""
         proc = self.spawn(*args, env=env)
         deadline = time.monotonic() + timeout
@@ -214,7 +214,7 @@ class Daemon:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
-            raise AssertionError(f"docpilotd did not exit within {timeout} s of signal {signum}:\n{self.log()}")
+            raise AssertionError(f"docpilotd did not exit within {timeout} s of signal {signum}:\n{self.log()}") from None
 
     def close(self) -> None:
         """Finalizer: make sure no daemon process of ours outlives the test."""

@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import results
 from ..errors import DocpilotError, UsageError
 from ..paths import config_file, configured_root
-from .. import results
 from .transport import Connection
 from .verbs import LATEST, NOWHERE, STDOUT, VERBS, Places, Verb, print_json
 

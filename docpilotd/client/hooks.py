@@ -10,7 +10,6 @@ that code, so `docpilot join` works as a plain command in a hooked shell.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 from importlib import resources
 from pathlib import Path

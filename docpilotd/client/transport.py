@@ -138,7 +138,7 @@ class Connection:
             raw = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogateescape")
             self.sock.sendall(raw.decode("utf-8", "replace").encode("utf-8") + b"\n")
             line = self._read_line()
-        except socket.timeout:
+        except TimeoutError:
             raise DaemonNotRunning(f"docpilotd did not answer in time ({self.path})") from None
         except (ConnectionResetError, BrokenPipeError):
             raise DaemonNotRunning(f"docpilotd closed the connection ({self.path}); is it stopping?") from None
@@ -165,7 +165,7 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -58,7 +58,7 @@ class Verb(Generic[R]):
     has `target`, where its output goes (None: printed as usual), and `deliver`, which does all of
     its output. A verb the client answers alone (init, join, leave) has `local` instead."""
 
-    __slots__ = ("name", "help", "aliases", "session", "arguments", "request", "show", "target", "deliver", "local")
+    __slots__ = ("aliases", "arguments", "deliver", "help", "local", "name", "request", "session", "show", "target")
 
     def __init__(
         self,
@@ -207,8 +207,8 @@ def _redact_arguments(p: argparse.ArgumentParser) -> None:
 def _secret(given: str | None) -> str:
     """The text to redact: the argument, else typed without echo, else the first line piped in.
     (Given as an argument, it also lands in the shell's history: prefer typing it.)"""
-    if given not in (None, "-"):
-        return given  # type: ignore[return-value]
+    if given is not None and given != "-":
+        return given
     if sys.stdin is not None and sys.stdin.isatty():
         import getpass
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -641,7 +642,7 @@ class Engine:
         segments = journal.segments_of(self.store.ops, self.store.layout.journal, session_id)
         # Unlinks are not synced: a segment that a crash brings back holds only records at or
         # below the snapshot's sequence, which replay skips.
-        for (_, path), (next_first, _) in zip(segments, segments[1:]):
+        for (_, path), (next_first, _) in itertools.pairwise(segments):
             if next_first - 1 <= needed:
                 try:
                     self.store.ops.unlink(path)

@@ -19,26 +19,32 @@ import logging
 import os
 import platform
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
-from .. import __version__, protocol as p, results
-from ..domain import changes, timestamps
+from .. import __version__, results
+from .. import protocol as p
+from ..domain import changes
 from ..domain.model import Annotation, Session, SessionMetadata
 from ..domain.validate import canonical_uuid
 from ..errors import (
-    BackupNotFound, DocpilotError, InvalidSession, SessionExists, SessionNotFound, UnknownOperation, UsageError,
+    BackupNotFound,
+    DocpilotError,
+    InvalidSession,
+    SessionExists,
+    SessionNotFound,
+    UnknownOperation,
+    UsageError,
 )
+from ..render import output as docs_output
+from ..render.markdown import render as render_markdown
 from ..storage import backups, maintenance, snapshot
 from ..storage.maintenance import CleanupResult, StorageStats
 from ..storage.recovery import RecoveryReport
-from ..render import output as docs_output
-from ..render.markdown import render as render_markdown
 from . import clock, privacy
 from .capture.recorder import Recorder
 from .capture.spool import Spool
@@ -127,7 +133,7 @@ async def start(req: p.Start, ctx: Context) -> results.Started:
     await ctx.engine.commit(entry, change)
     # sessions/{id}.json exists when start answers (the journal already made it durable).
     await _write_snapshot(ctx, session_id)
-    started = results.Started(**_summary(entry))
+    started = cast(results.Started, dict(_summary(entry)))  # a SessionSummary, plus also_live
     if already_live:
         started["also_live"] = already_live
     return started

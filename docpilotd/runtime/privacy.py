@@ -32,16 +32,15 @@ from typing import Any, Protocol
 
 from .. import results
 from ..config import Config
-from ..protocol import decode_spooled_record
 from ..domain import changes
 from ..domain.model import Session
 from ..domain.redaction import PatternError, Redactor, Rule, compile_rule, literal_rule
 from ..errors import DocpilotError, InvalidTransition, UsageError
+from ..protocol import decode_spooled_record
 from ..storage import scrub
 from ..storage.fsops import NotRegularFile, read_regular
 from ..storage.store import SessionStore
 from .engine import Engine, Entry
-
 
 
 class SpoolFiles(Protocol):

@@ -115,7 +115,7 @@ class Server:
             self._server.close()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("requests still running after %.0f s; closing anyway", grace)
         for connection in list(self.connections):
             connection.close()

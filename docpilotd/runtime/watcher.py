@@ -45,7 +45,7 @@ _READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "Watcher") -> None:
+    def __init__(self, watcher: Watcher) -> None:
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -60,7 +60,7 @@ class _Handler(FileSystemEventHandler):
 class _SpoolHandler(FileSystemEventHandler):
     """A shell appended to its spool file: ingest soon (appends of a burst are coalesced)."""
 
-    def __init__(self, watcher: "Watcher") -> None:
+    def __init__(self, watcher: Watcher) -> None:
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -75,7 +75,7 @@ class _SpoolHandler(FileSystemEventHandler):
 
 
 class Watcher:
-    def __init__(self, engine: Engine, rescan_interval: float, spool: "Spool | None" = None) -> None:
+    def __init__(self, engine: Engine, rescan_interval: float, spool: Spool | None = None) -> None:
         self.engine = engine
         self.rescan_interval = rescan_interval
         self.spool = spool
@@ -207,7 +207,7 @@ class Watcher:
         if entry is None:
             if not snapshot_name_ok(session_id):
                 return
-            report, found = await loop.run_in_executor(
+            _report, found = await loop.run_in_executor(
                 engine.pool, lambda: recover_session(store, session_id, [], repair=True)
             )
             if found is not None and session_id not in engine.entries:
@@ -244,7 +244,7 @@ class Watcher:
             log.info("session %s: accepted an edit of its file", entry.session_id)
             return
         log.warning("session %s: its file is %s; restoring it", entry.session_id, decoded.problem or "damaged")
-        report, found = await engine.in_pool_exclusive(
+        _report, found = await engine.in_pool_exclusive(
             entry, lambda: recover_session(store, entry.session_id, [], repair=True)
         )
         if found is not None:

@@ -95,7 +95,7 @@ def install(target: Target, out: TextIO) -> int:
             f"from a GUI login run: launchctl bootstrap {target.domain} {target.plist}"
         )
     _launchctl(target, "enable", f"{target.domain}/{LABEL}")  # clears an earlier `launchctl disable`
-    for attempt in range(10):  # bootout finishes asynchronously; bootstrap fails (5) until it has
+    for _attempt in range(10):  # bootout finishes asynchronously; bootstrap fails (5) until it has
         result = _launchctl(target, "bootstrap", target.domain, str(target.plist))
         if result.code == 0:
             break

@@ -24,7 +24,16 @@ from typing import TextIO
 
 from ..errors import ServiceError, ServiceManagerUnreachable, UsageError
 from .common import (
-    MARKER, RUNTIME_SOCKET, SOCKET_UNIT, UNIT, Target, ToolResult, check, is_ours, remove_ours, write_ours,
+    MARKER,
+    RUNTIME_SOCKET,
+    SOCKET_UNIT,
+    UNIT,
+    Target,
+    ToolResult,
+    check,
+    is_ours,
+    remove_ours,
+    write_ours,
 )
 
 # -- the files -------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ have dropped the pages, so the caller starts a new segment from memory instead o
 from __future__ import annotations
 
 import errno
-
 import re
 import stat
 import struct

@@ -86,7 +86,7 @@ class DataLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "DataLock":
+    def __enter__(self) -> DataLock:
         self.acquire()
         return self
 

@@ -79,7 +79,7 @@ def storage_stats(store: SessionStore) -> StorageStats:
     sessions, session_bytes = _dir_usage(store, layout.sessions, ".json")
     backup_count, backup_bytes = _dir_usage(store, layout.backups, ".json")
     _, journal_bytes = _dir_usage(store, layout.journal)
-    quarantined, quarantine_bytes = _dir_usage(store, layout.quarantine)
+    _quarantined, quarantine_bytes = _dir_usage(store, layout.quarantine)
     return StorageStats(
         session_count=sessions,
         backup_count=backup_count,

@@ -141,12 +141,15 @@ class SessionStore:
             return None, quarantine.move(self.ops, self.layout.quarantine, path, why)
         if self._written.get(session_id) != Identity.of(st):
             try:
-                decoded = snapshot.decode(self.ops.read_bytes(path), session_id)
+                data = self.ops.read_bytes(path)
             except OSError as exc:
                 raise storage_error(exc, f"reading {path.name}") from exc
+            decoded = snapshot.decode(data, session_id)
             if not decoded.usable:
+                # A copy goes to quarantine and the file stays until the atomic replace of step 2:
+                # a reader of sessions/ never finds the session's file missing, even for a moment.
                 reason = decoded.problem or "checksum mismatch"
-                return None, quarantine.move(self.ops, self.layout.quarantine, path, reason)
+                return None, quarantine.keep_copy(self.ops, self.layout.quarantine, path.name, data, path, reason)
         try:
             target = self._new_backup_path(session_id)
             self._link_or_copy(path, target)

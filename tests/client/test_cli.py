@@ -37,7 +37,7 @@ def _json(d: Daemon, *args: str, env: dict[str, str] | None = None) -> Any:
 
 
 def _fails(d: Daemon, code: int, *args: str, env: dict[str, str] | None = None) -> str:
-    rc, out, err = _run(d, *args, env=env)
+    rc, _out, err = _run(d, *args, env=env)
     assert rc == code, f"docpilot {' '.join(args)}: expected exit {code}, got {rc}: {err}"
     assert err.startswith("docpilot: ") and len(err.strip().splitlines()) == 1, f"one error line: {err!r}"
     return err
@@ -65,7 +65,7 @@ def test_usage_errors_exit_2_even_without_a_daemon(daemons: DaemonFactory) -> No
         ("import",), ("status", "--bogus"), ("sessions", "extra"),
     ):
         _fails(d, USAGE, *args)
-    rc, out, err = _run(d)
+    rc, out, _err = _run(d)
     assert rc == USAGE and "start" in out, "no verb: the help and exit 2"
 
 

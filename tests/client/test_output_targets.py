@@ -194,7 +194,7 @@ def test_a_symlink_is_followed_and_its_target_replaced_atomically(daemon: Daemon
     inode = target.stat().st_ino
     link = work / "link.md"
     link.symlink_to("docs/real.md")
-    rc, out, err = _run(daemon, "generate", "-o", "link.md", cwd=work)
+    rc, _out, err = _run(daemon, "generate", "-o", "link.md", cwd=work)
     assert rc == OK, err
     assert link.is_symlink() and os.readlink(link) == "docs/real.md", "the link itself was replaced"
     assert target.read_text() == expected and target.stat().st_ino != inode and target.stat().st_mode & 0o777 == 0o640

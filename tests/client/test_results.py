@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from docpilotd import destination, protocol as p, results
+from docpilotd import destination, results
+from docpilotd import protocol as p
 from docpilotd.client import verbs
 from docpilotd.client.cli import BY_NAME, build_parser
 from docpilotd.config import Config

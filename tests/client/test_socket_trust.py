@@ -44,7 +44,7 @@ class Listener:
         while not self.done.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.connections += 1
             conn.settimeout(1.0)
@@ -146,7 +146,7 @@ def test_a_listener_running_as_another_user_is_refused_once_connected(stranger_h
             while True:
                 try:
                     conn, _ = server.accept()
-                except socket.timeout:
+                except TimeoutError:
                     break
                 conn.settimeout(1.0)
                 data = b""

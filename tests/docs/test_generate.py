@@ -63,7 +63,7 @@ def test_generate_uses_the_sessions_output_file(daemon: Daemon, tmp_path: Path) 
     sid = _session(daemon, tmp_path, "--output-file", "docs/proxy.md")  # relative to where it started
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    rc, out, err = daemon.client("doc", "--session", sid, cwd=elsewhere)
+    rc, _out, err = daemon.client("doc", "--session", sid, cwd=elsewhere)
     assert rc == 0, err
     assert (tmp_path / "docs" / "proxy.md").read_text().startswith("# Set up the staging proxy\n")
     assert not list(elsewhere.iterdir())

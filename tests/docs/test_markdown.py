@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docpilotd.render.markdown import render
 from docpilotd.domain import changes
 from docpilotd.domain.model import Annotation, CommandEntry, Session, SessionMetadata
 from docpilotd.domain.timestamps import format_ns
+from docpilotd.render.markdown import render
 
 markdown_it = pytest.importorskip("markdown_it")
 

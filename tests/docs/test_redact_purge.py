@@ -193,7 +193,7 @@ def test_purge_refuses_a_live_session_unless_forced(daemon: Daemon) -> None:
     assert rc == INVALID_TRANSITION and "--force" in err
     assert _client(daemon, "purge")[0] == 2, "the session must be named"
     assert len(_commands(daemon, sid)) == 1
-    rc, out, err = _client(daemon, "purge", "--session", sid, "--force")
+    rc, _out, err = _client(daemon, "purge", "--session", sid, "--force")
     assert rc == 0, err
     reply: dict[str, Any] = daemon.request("record", session=sid, command="echo after", exit_code=0)
     assert reply["error"]["code"] == "no_such_session"

@@ -45,7 +45,7 @@ def _parse(figures: FuzzFigures, line: bytes) -> None:
         parse(line)
     except ProtocolError:
         pass
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         figures.crashes += 1
         if len(figures.examples) < 5:
             figures.examples.append(f"parse {line[:80]!r}: {type(exc).__name__}: {exc}")
@@ -56,7 +56,7 @@ def _load(figures: FuzzFigures, data: bytes) -> None:
     try:
         snapshot.decode(data)
         journal.scan_segment(data, Path("fuzz.wal"))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         figures.crashes += 1
         if len(figures.examples) < 5:
             figures.examples.append(f"load {data[:80]!r}: {type(exc).__name__}: {exc}")

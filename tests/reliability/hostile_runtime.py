@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from docpilotd.domain import timestamps  # noqa: E402
-from tests.daemon_harness import Daemon  # noqa: E402
+from docpilotd.domain import timestamps
+from tests.daemon_harness import Daemon
 
 DIRECTORIES = ("sessions", "backups", "journal", "quarantine", "spool")
 FAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))

@@ -24,9 +24,9 @@ import os
 import random
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from docpilotd.storage.fsops import FileOps
 
@@ -92,7 +92,7 @@ class ModelFileOps(FileOps):
         self._clock = 0
         self.calls = 0
         self.crash_call: int | None = None
-        self.frozen: "ModelFileOps | None" = None
+        self.frozen: ModelFileOps | None = None
         self.ignored_site: str | None = None
         self.fsync_sites: set[str] = set()
 
@@ -106,14 +106,14 @@ class ModelFileOps(FileOps):
             self.frozen = self._freeze()
             raise OSError(errno.EIO, "the machine has crashed")
 
-    def _freeze(self) -> "ModelFileOps":
+    def _freeze(self) -> ModelFileOps:
         clone = ModelFileOps([])
         clone.inodes = copy.deepcopy(self.inodes)
         clone.dirs = copy.deepcopy(self.dirs)
         clone._next_ino = self._next_ino
         return clone
 
-    def clone(self) -> "ModelFileOps":
+    def clone(self) -> ModelFileOps:
         """An independent copy of the current state (a second disk to experiment on)."""
         return self._freeze()
 
@@ -256,13 +256,13 @@ class ModelFileOps(FileOps):
 
     # -- crash states ---------------------------------------------------------------------------
 
-    def crash_states(self, rng: random.Random, count: int) -> Iterator["ModelFileOps"]:
+    def crash_states(self, rng: random.Random, count: int) -> Iterator[ModelFileOps]:
         """Concrete post-crash file systems of the frozen state (or of now, if never frozen)."""
         base = self.frozen or self._freeze()
         for _ in range(count):
             yield base._resolve(rng)
 
-    def _resolve(self, rng: random.Random) -> "ModelFileOps":
+    def _resolve(self, rng: random.Random) -> ModelFileOps:
         after = ModelFileOps([])
         after._next_ino = self._next_ino
         reachable: set[int] = set()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import logging  # noqa: E402
+import logging
 
 logging.getLogger("docpilotd").setLevel(logging.CRITICAL)  # injected faults are the point here
 

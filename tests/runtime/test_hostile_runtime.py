@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from docpilotd.domain import timestamps
+from docpilotd.paths import layout_for
 from docpilotd.storage.recovery import recover_all
 from docpilotd.storage.store import SessionStore
-from docpilotd.paths import layout_for
 from tests.daemon_harness import Daemon, DaemonFactory, wait_for
 
 
@@ -62,12 +62,13 @@ def test_a_deleted_sessions_directory_is_recreated_and_watched_again(daemons: Da
     d.call("annotate", session=sid, text="one")
     shutil.rmtree(d.sessions_dir)
     d.call("annotate", session=sid, text="two")
-    rc, out, err = d.client("save")
+    rc, _out, err = d.client("save")
     assert rc == 0, err
     assert d.session_file(sid).exists(), "sessions/ was not recreated by the save"
     assert [a["text"] for a in d.read_session_file(sid)["annotations"]] == ["one", "two"]
     # The watcher sees the new directory again: a torn file is rewritten from memory.
     d.session_file(sid).write_bytes(b'{"id": "torn')
+    # Rewritten in place (atomically): the file is never missing meanwhile.
     wait_for(lambda: d.session_file(sid).read_bytes().startswith(b"{\n"), what="the torn file to be rewritten")
 
 
@@ -122,7 +123,7 @@ def test_a_session_id_in_any_spelling_names_the_same_session(daemons: DaemonFact
     d = daemons()
     sid = d.call("start", description="spellings")["id"]
     for spelling in (sid.upper(), sid.replace("-", ""), sid.replace("-", "").upper()[:10]):
-        rc, out, err = d.client("note", "--session", spelling, f"via {spelling}")
+        rc, _out, err = d.client("note", "--session", spelling, f"via {spelling}")
         assert rc == 0, err
     assert len(_notes(d, sid)) == 3
     assert [s["id"] for s in d.call("sessions")] == [sid]

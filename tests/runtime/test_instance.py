@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import REFERENCE, DAEMON_CMD, Daemon, DaemonFactory, wait_for
+from tests.daemon_harness import DAEMON_CMD, REFERENCE, Daemon, DaemonFactory, wait_for
 
 
 def test_second_daemon_is_refused_and_the_first_keeps_serving(daemons: DaemonFactory) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_harness import Daemon, DaemonFactory, read_line, read_lines, short_dir, tree, wait_for
+from tests.daemon_harness import Daemon, DaemonFactory, read_line, read_lines, short_dir, wait_for
 
 MAX_LINE = 256 * 1024  # room for 100000 nested brackets
 
@@ -63,7 +63,7 @@ def _reply(d: Daemon, data: bytes, timeout: float = 5.0) -> dict[str, Any] | Non
     """The daemon's reply to `data` sent on a new connection, or None if it closed the connection."""
     try:
         line = d.raw(data, timeout=timeout)
-    except socket.timeout:
+    except TimeoutError:
         raise AssertionError(f"no reply and no close within {timeout} s for {data[:80]!r}") from None
     if not line:
         return None

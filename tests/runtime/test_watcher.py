@@ -102,7 +102,7 @@ def test_rescan_finds_damage_the_kernel_never_reported(daemons: DaemonFactory, t
     # A write through a hard link outside sessions/ produces no inotify event on sessions/, exactly
     # like an event lost to a queue overflow: only the periodic rescan can notice it.
     d = daemons(env={"DOCPILOT_RESCAN_INTERVAL": "1"})
-    sid, good = _live_session(d)
+    sid, _good = _live_session(d)
     _settle()
     elsewhere = tmp_path / "elsewhere.json"
     os.link(d.session_file(sid), elsewhere)
@@ -118,7 +118,7 @@ def test_without_rescan_unreported_damage_goes_unnoticed(daemons: DaemonFactory,
     # The control of the test above: with the rescan an hour away, the same damage stays, so the
     # repair there is the rescan's doing.
     d = daemons(env={"DOCPILOT_RESCAN_INTERVAL": "3600"})
-    sid, good = _live_session(d)
+    sid, _good = _live_session(d)
     _settle()
     elsewhere = tmp_path / "elsewhere.json"
     os.link(d.session_file(sid), elsewhere)

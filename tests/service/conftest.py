@@ -28,7 +28,7 @@ class NotifySocket:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             return None
         lines = data.decode().split("\n")
         self.messages.append(lines)

@@ -97,7 +97,7 @@ def test_uninstall_removes_what_systemctl_enable_left(home: Path) -> None:
             pytest.skip(f"systemctl --user enable needs a manager here: {done.stderr.strip()}")
     links = [p for p in _unit_dir(home).rglob("docpilotd.*") if p.is_symlink()]
     assert {p.parent.name for p in links} == {"default.target.wants", "sockets.target.wants"}
-    rc, out, err = _cli(home, "uninstall")
+    rc, _out, err = _cli(home, "uninstall")
     assert rc in (0, UNREACHABLE), err
     assert [p for p in _unit_dir(home).rglob("*") if p.is_file() or p.is_symlink()] == []
 
@@ -106,12 +106,12 @@ def test_uninstall_removes_what_systemctl_enable_left(home: Path) -> None:
 def test_a_custom_data_root_and_config_go_into_the_unit(home: Path, tmp_path: Path) -> None:
     data, config = tmp_path / "data root", tmp_path / "my.toml"
     config.write_text("")
-    rc, out, err = _cli(home, "install", "--socket", "--home", str(data), "--config", str(config))
+    rc, _, err = _cli(home, "install", "--socket", "--home", str(data), "--config", str(config))
     assert rc == UNREACHABLE, err
     unit = (_unit_dir(home) / "docpilotd.service").read_text()
     assert f'run --home "{data}" --config {config}\n' in unit
     assert f"ListenStream={data}/run/docpilotd.sock\n" in (_unit_dir(home) / "docpilotd.socket").read_text()
-    rc, out, err = _cli(home, "install", DOCPILOT_HOME=str(data))
+    rc, _out, err = _cli(home, "install", DOCPILOT_HOME=str(data))
     assert rc == UNREACHABLE and f'run --home "{data}"\n' in (_unit_dir(home) / "docpilotd.service").read_text()
 
 

@@ -31,7 +31,7 @@ def test_ready_only_once_the_socket_serves(daemons: DaemonFactory, notify_socket
     # Nothing in between: the daemon must serve right now.
     hello = d._try_hello()
     assert hello is not None and hello["ok"] and hello["result"]["pid"] == d.pid, hello
-    rc, out, err = d.client("status")
+    rc, _out, err = d.client("status")
     assert rc == 0, f"docpilot status failed right after READY=1: {err}"
     lines = _flat(before)
     assert lines.index("STATUS=recovering") < lines.index("READY=1")

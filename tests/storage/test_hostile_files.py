@@ -71,7 +71,7 @@ def within(seconds: float, call: Callable[[], T], unblock: Path | None = None) -
     def run() -> None:
         try:
             result.append(("ok", call()))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             result.append(("error", exc))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -151,7 +151,7 @@ def entries(root: Path) -> dict[str, tuple[str, bytes | None]]:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
             rel = os.fsdecode(os.path.relpath(path, os.fsencode(root)))
-            content = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None  # noqa: SIM115
+            content = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None
             found[rel] = (f"{stat.S_IFMT(st.st_mode):o}:{st.st_uid}", content)
     return found
 
@@ -501,7 +501,7 @@ def test_fsck_returns_and_reports_whatever_is_in_the_data_root(layout: Layout, o
 def test_sigterm_is_answered_while_entries_are_set_aside(daemons: DaemonFactory, outside: Path) -> None:
     """The hung daemon used to ignore SIGTERM: recovery never ended, so neither did the loop."""
     d = daemons()
-    notes, victim = _fill(d)
+    _notes, victim = _fill(d)
     assert d.terminate() == 0
     d.session_file(victim).unlink()
     os.mkfifo(d.session_file(victim))

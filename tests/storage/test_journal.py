@@ -64,7 +64,7 @@ def test_torn_tail_at_every_offset_is_cut_after_a_copy_goes_to_quarantine(layout
         assert _notes(recovered) == ["note 2", "note 3", "note 4"], cut
         assert any("torn last record" in line for line in check.sessions[0].problems), cut
         assert segment.read_bytes() == whole[:cut], "check mode must not change anything"
-        repair, _ = recover_all(SessionStore(layout), repair=True)
+        _repair, _ = recover_all(SessionStore(layout), repair=True)
         assert segment.read_bytes() == whole[:last_start], cut
         kept = [q for q in layout.quarantine.iterdir() if not q.name.endswith(".reason")]
         assert [k.read_bytes() for k in kept] == [whole[last_start:cut]], cut

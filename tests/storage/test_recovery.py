@@ -339,7 +339,7 @@ def test_docpilot_legacy_files_are_healthy_and_never_rewritten(layout: Layout, e
 def test_docpilot_main_broken_restores_from_a_second_named_backup(layout: Layout, example_bytes: bytes) -> None:
     (layout.backups / f"{DOCPILOT_ID}_1722503702.json").write_bytes(example_bytes)
     layout.session_file(DOCPILOT_ID).write_bytes(example_bytes[:700])  # DocPilot's torn write
-    report, found = recover_all(SessionStore(layout), repair=True)
+    report, _found = recover_all(SessionStore(layout), repair=True)
     (s,) = report.sessions
     assert s.status == "repaired" and s.source == f"backups/{DOCPILOT_ID}_1722503702.json"
     assert store_main_is(layout, DOCPILOT_ID, encoded(msgspec.json.decode(example_bytes, type=Session)))

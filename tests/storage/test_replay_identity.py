@@ -15,7 +15,8 @@ import pytest
 from docpilotd.domain import changes, validate
 from docpilotd.domain.model import Annotation, CommandEntry, Session, SessionMetadata
 from docpilotd.paths import Layout
-from docpilotd.storage import journal, replay as replay_mod, snapshot
+from docpilotd.storage import journal, snapshot
+from docpilotd.storage import replay as replay_mod
 from docpilotd.storage.journal import Record
 from docpilotd.storage.recovery import recover_all
 from docpilotd.storage.replay import Replayed, replay

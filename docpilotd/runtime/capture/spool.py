@@ -258,7 +258,7 @@ class Spool:
     async def _retire(self) -> None:
         """Claim files idle for IDLE_S; delete claimed ones after the grace period and a last read."""
         now_wall, now = time.time(), time.monotonic()
-        for path in [p for p in self._offsets if p.name.endswith(".jsonl")]:
+        for path in [live for live in self._offsets if live.name.endswith(".jsonl")]:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:

@@ -69,17 +69,53 @@ from ..fsops import OsFileOps, display_path
 from ..store import Identity, SessionStore
 from .execute import execute, execute_root
 from .plan import (
-    Action, CutTornTail, Finding, FindingKind, KeepCopy, MoveAside, Quarantine, QuarantineTemp, Rewrite, RootPlan,
-    SessionPlan, SetAsideStray, describe, describe_root, plan_root, plan_session,
+    Action,
+    CutTornTail,
+    Finding,
+    FindingKind,
+    KeepCopy,
+    MoveAside,
+    Quarantine,
+    QuarantineTemp,
+    Rewrite,
+    RootPlan,
+    SessionPlan,
+    SetAsideStray,
+    describe,
+    describe_root,
+    plan_root,
+    plan_session,
 )
 from .report import Recovered, RecoveryReport, SessionReport, Status, outline
 from .scan import Listing, SessionFiles, scan
 
 __all__ = [
-    "Action", "CutTornTail", "Finding", "FindingKind", "KeepCopy", "MoveAside", "PARALLEL_MIN", "Quarantine",
-    "QuarantineTemp", "Recovered", "RecoveryReport", "Rewrite", "RootPlan", "SessionFiles", "SessionPlan",
-    "SessionReport", "SetAsideStray", "Status", "describe", "execute", "load_one", "plan_root", "plan_session",
-    "recover_all", "recover_session", "scan_ids",
+    "PARALLEL_MIN",
+    "Action",
+    "CutTornTail",
+    "Finding",
+    "FindingKind",
+    "KeepCopy",
+    "MoveAside",
+    "Quarantine",
+    "QuarantineTemp",
+    "Recovered",
+    "RecoveryReport",
+    "Rewrite",
+    "RootPlan",
+    "SessionFiles",
+    "SessionPlan",
+    "SessionReport",
+    "SetAsideStray",
+    "Status",
+    "describe",
+    "execute",
+    "load_one",
+    "plan_root",
+    "plan_session",
+    "recover_all",
+    "recover_session",
+    "scan_ids",
 ]
 
 # Below this many sessions, one process is quicker than forking others.

@@ -22,7 +22,15 @@ from .. import journal, quarantine, snapshot
 from ..atomic import write_atomic
 from ..store import Identity, SessionStore
 from .plan import (
-    CutTornTail, Finding, KeepCopy, MoveAside, Quarantine, QuarantineTemp, Rewrite, RootPlan, SessionPlan,
+    CutTornTail,
+    Finding,
+    KeepCopy,
+    MoveAside,
+    Quarantine,
+    QuarantineTemp,
+    Rewrite,
+    RootPlan,
+    SessionPlan,
     describe,
 )
 from .report import SessionReport
