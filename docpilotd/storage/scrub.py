@@ -80,8 +80,10 @@ class Scrubber:
         decoded = decode(data)
         if decoded.session is not None and decoded.integrity != "mismatch":
             session, count = self.redactor.session(plain_session(decoded.session))
-            if count:
-                return encode(session, decoded.seq)
+            # Never the raw text of a file that decodes: a pattern that also matches JSON keys or
+            # ids ("n", "id") would break its structure. What only such places hold is reported
+            # as remaining by scrub_files.
+            return encode(session, decoded.seq) if count else data
         return self.raw(data)[0]
 
     def segment(self, data: bytes) -> bytes:

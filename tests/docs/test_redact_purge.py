@@ -200,3 +200,25 @@ def test_purge_refuses_a_live_session_unless_forced(daemon: Daemon) -> None:
     assert not (daemon.home / "spool" / "active" / sid).exists(), "its capture marker is gone"
     assert not any(sid in name for name in every_file(daemon.home))
     assert not Path(daemon.home / "sessions" / f"{sid}.json").exists()
+
+
+def test_a_pattern_that_also_matches_json_keys_never_damages_a_backup(daemon: Daemon) -> None:
+    sid = daemon.call("start", description="one letter")["id"]
+    for n in range(3):
+        daemon.call("annotate", session=sid, text=f"note number {n}")
+        daemon.call("save")
+    result = daemon.call("redact", session=sid, pattern="n")
+    assert result["replaced"] > 0
+    # Every backup still decodes, and the oldest can be restored.
+    from docpilotd.storage import snapshot
+
+    generations = daemon.call("backups", session=sid)["backups"]
+    assert len(generations) >= 3
+    for backup in generations:
+        decoded = snapshot.decode((daemon.backups_dir / backup["name"]).read_bytes(), sid)
+        assert decoded.usable, (backup["name"], decoded.problem)
+    assert daemon.call("restore", session=sid, backup=generations[-1]["name"])["id"] == sid
+    daemon.kill9()
+    daemon.start()
+    report = next(s for s in daemon.call("recovery")["sessions"] if s["session_id"] == sid)
+    assert report["problems"] == [], report
