@@ -80,10 +80,15 @@ class Scrubber:
         decoded = decode(data)
         if decoded.session is not None and decoded.integrity != "mismatch":
             session, count = self.redactor.session(plain_session(decoded.session))
-            # Never the raw text of a file that decodes: a pattern that also matches JSON keys or
-            # ids ("n", "id") would break its structure. What only such places hold is reported
-            # as remaining by scrub_files.
-            return encode(session, decoded.seq) if count else data
+            if count:
+                return encode(session, decoded.seq)
+            # Found only outside what redaction reads: replaced as raw text, but never so that the
+            # file stops being a valid session (a pattern that also matches JSON keys, "n" or "id",
+            # would break it). What stays is reported as remaining by scrub_files.
+            redacted = decode(self.raw(data)[0])
+            if redacted.session is None or redacted.problem is not None:
+                return data
+            return encode(plain_session(redacted.session), decoded.seq)  # with a fresh checksum
         return self.raw(data)[0]
 
     def segment(self, data: bytes) -> bytes:
