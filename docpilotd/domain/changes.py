@@ -204,7 +204,15 @@ def state_after(state: str | None, change: Change) -> str:
         raise InvalidTransition("session already exists")
     if isinstance(change, Fail):
         return "Error"
-    rule = TRANSITIONS[type(change)]
+    return require(state, type(change))
+
+
+def require(state: str | None, kind: type) -> str:
+    """The state after a change of `kind` (a type in TRANSITIONS) in `state`; InvalidTransition
+    when the state does not allow it. Asks the table without building a change."""
+    if state is None:
+        raise InvalidTransition("no such session")
+    rule = TRANSITIONS[kind]
     if state not in rule.allowed:
         raise InvalidTransition(f"cannot {rule.action}: the session is {state}")
     return rule.after or state

@@ -100,7 +100,7 @@ class Recorder:
         if not self.config.record_own_commands and is_own_invocation(req.command):
             return Outcome("own", private=private, **base)
         try:
-            changes.state_after(entry.pending_state, _PROBE)
+            changes.require(entry.pending_state, changes.RecordCommand)
         except DocpilotError as exc:
             return Outcome("refused", private=private, error=exc, **base)
         capture = split_capture_id(req.capture_id) if req.capture_id else None
@@ -159,11 +159,3 @@ class Recorder:
         if entry.last_command_at and not timestamps.not_before(at, entry.last_command_at):
             at = entry.last_command_at
         return at
-
-
-# A change used only to ask the state machine whether the session records commands now.
-_PROBE = changes.RecordCommand(
-    entry=CommandEntry(command="", timestamp="", exit_code=None, working_directory="", shell="", output=None,
-                       error=None, duration_ms=None),
-    event_id="",
-)

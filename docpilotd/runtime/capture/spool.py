@@ -350,11 +350,6 @@ class Spool:
                 done.append(path.name if complete else f"{path.name} (kept: its last line is incomplete)")
         return done
 
-    @property
-    def has_claims(self) -> bool:
-        """Files that still need a later look (claimed, or live and not yet idle)."""
-        return bool(self._claimed) or bool(self._offsets)
-
 
 def _file_matches(path: Path, match: Callable[[bytes], bool]) -> bool:
     chunk = _read_chunk(path, 0, 1 << 62)  # the whole file: a secret may be anywhere in it
