@@ -45,6 +45,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     redact_patterns: list[Annotated[str, msgspec.Meta(max_length=4096)]] = msgspec.field(default_factory=list)
     # Shell capture: record the tool's own command lines (`docpilot note ...`) as commands too.
     record_own_commands: bool = False
+    # Command output (`docpilot run`, `record --output-file`): bytes kept, its head and its tail
+    # (docpilotd/domain/output.py); 0 keeps none.
+    output_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=512 * 1024)] = 64 * 1024
+    # Documents (docpilot generate): the template used when none is named, where the user's own
+    # templates are (default: templates/ beside this file), and from how long a command is slow
+    # (its duration is shown).
+    default_template: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "standard"
+    templates_dir: str | None = None
+    slow_command_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400 * 365)] = 5.0
     limits: Limits = msgspec.field(default_factory=Limits)
 
     @property
@@ -85,6 +94,7 @@ ENVIRONMENT: dict[str, str] = {
     "DOCPILOT_RESCAN_INTERVAL": "rescan_interval",
     "DOCPILOT_LOG_LEVEL": "log_level",
     "DOCPILOT_LOG_FILE": "log_file",
+    "DOCPILOT_OUTPUT_MAX_BYTES": "output_max_bytes",
     "DOCPILOT_MAX_LINE_BYTES": "limits.max_line_bytes",
     "DOCPILOT_MAX_CONNECTIONS": "limits.max_connections",
 }

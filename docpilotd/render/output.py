@@ -28,6 +28,7 @@ import logging
 import os
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -37,6 +38,7 @@ from ..domain.model import Session
 from ..errors import UsageError
 from ..paths import Layout
 from . import markdown
+from .view import DEFAULT_OPTIONS, Options
 
 TRUST_SETTING = "docpilotd.output_file"
 KEY_NAME = "docpilotd.key"
@@ -46,6 +48,19 @@ _MARK_VERSION = "v1"
 log = logging.getLogger("docpilotd.render")
 _keys: dict[str, bytes] = {}
 _keys_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a document is laid out: the template's name, the view's options, the user's templates."""
+
+    template: str = "standard"
+    options: Options = DEFAULT_OPTIONS
+    user_templates: Path | None = None
+
+
+def render(session: Session, spec: Spec) -> str:
+    return markdown.render(session, spec.template, spec.options, spec.user_templates)
 
 
 def freeze(session: Session) -> Session:
@@ -195,13 +210,13 @@ def shown_output_file(session: Session) -> str | None:
 # -- the result ------------------------------------------------------------------------------------
 
 
-def generate(session: Session, requested: str | None, layout: Layout) -> dict[str, object]:
+def generate(session: Session, requested: str | None, layout: Layout, spec: Spec = Spec()) -> dict[str, object]:
     """Render the document; the result the client gets.
 
     Without `requested`: the Markdown, with `output_file` (absolute, or None) and
     `output_file_trusted`: the client writes it. With `requested` (the older protocol, an absolute
     path): written here, by the client's rules minus FIFOs and devices; `path` and `bytes`."""
-    text = markdown.render(session)
+    text = render(session, spec)
     result: dict[str, object] = {
         "session": session.id, "commands": len(session.commands), "annotations": len(session.annotations),
     }

@@ -110,6 +110,7 @@ class App:
         engine.on_state_change = lambda: _sync_markers(markers, engine)
         _sync_markers(markers, engine)
         self.spool = Spool(engine, ctx.recorder, ctx.privacy)
+        ctx.config_file = self.config_file
         ctx.spool = self.spool  # verbs read what was typed first; redact and purge remove spool files
         spooled = await self.spool.ingest()
         if spooled:

@@ -248,13 +248,13 @@ def test_every_failed_command_has_its_own_block_and_exit_code() -> None:
     b.session.commands[-1].pipestatus = [1, 0]
     found = timeline(render(b.session))
     assert found == [
-        ("para", "In /home/ada:"),
+        ("para", "In .:"),  # every command ran where the session started: paths are relative to it
         ("code:bash", "make\n"),
         ("code:bash", "make test\n"),
         ("para", "**Failed** (exit code 2)"),
         ("code:bash", "make lint\n"),
         ("code:bash", "false | true\n"),
-        ("para", "**Failed** (exit code 1; pipeline: 1 0)"),
+        ("para", "**Failed** (exit code 1; pipeline statuses 1 0, stage 1 failed)"),
     ]
 
 
