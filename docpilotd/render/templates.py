@@ -20,6 +20,7 @@ UsageError naming the template and, when known, the line.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from . import markup
-from .view import Document
+from .view import Commands, Document, Note
 
 if TYPE_CHECKING:
     import jinja2
@@ -105,27 +106,23 @@ def render(document: Document, name: str, user_templates: Path | None) -> str:
     return _tidy(text)
 
 
+# A fenced block as markup.fenced writes one (kept whole), or trailing blanks, or a run of blank lines.
+_TIDY = re.compile(r"^(`{3,})[^`\n]*\n.*?^\1$|[ \t]+$|\n(?:[ \t]*\n)+", re.M | re.S)
+
+
 def _tidy(text: str) -> str:
-    """At most one blank line between blocks outside code, none at the ends. Templates may leave
-    runs of blank lines where optional parts were left out; inside a fenced block (output,
-    commands) the lines are kept as they are."""
-    out: list[str] = []
-    fence = ""
-    for line in text.split("\n"):
-        if fence:
-            out.append(line)
-            if line.startswith(fence) and not line.strip("`"):
-                fence = ""
-            continue
-        stripped = line.rstrip()
-        if stripped.startswith("```"):
-            fence = stripped[: len(stripped) - len(stripped.lstrip("`"))]
-        if not stripped and (not out or not out[-1]):
-            continue
-        out.append(line if fence else stripped)
-    while out and not out[-1]:
-        out.pop()
-    return "\n".join(out) + "\n"
+    """At most one blank line between blocks, no trailing blanks, none at the ends: templates may
+    leave runs of blank lines where optional parts were left out. A fenced block (commands,
+    output) is kept exactly as it is."""
+    def fix(match: re.Match[str]) -> str:
+        found = match.group()
+        if match.group(1):
+            return found
+        if found[0] != "\n":
+            return ""
+        return "\n\n" if found.count("\n") > 1 else "\n"
+
+    return _TIDY.sub(fix, text).strip("\n") + "\n"
 
 
 # -- the environment -------------------------------------------------------------------------------
@@ -179,6 +176,33 @@ def _details(body: str, summary: str) -> markup.Markdown:
     return markup.Markdown(f"<details>\n<summary>{markup.html(summary)}</summary>\n\n{body}\n\n</details>")
 
 
+def _block(b: Commands | Note, folded: bool = False) -> markup.Markdown:
+    """One block of the timeline (what `_parts.block` was as a macro, here because a long
+    session has tens of thousands of blocks): a note as a paragraph or a labelled quote; commands
+    as a code block, named with their directory when it changed, followed by their output
+    (folded: in a <details> block) and by a failure, a failing pipeline stage or a slow duration."""
+    if isinstance(b, Note):
+        if b.type == "Note":
+            return markup.paragraph(b.text)
+        return markup.quote(f"**{b.type}:** " + markup.paragraph(b.text))
+    parts = []
+    if b.directory_changed:
+        parts.append(f"In {markup.code_span(b.directory)}:")
+    parts.append(_fence(b.text, b.language))
+    c = b.commands[-1]
+    if c.output:
+        output = markup.fenced(c.output, "text")
+        parts.append(_details(output, f"Output ({_plural(c.output_lines, 'line')})") if folded else output)
+    after = f", after {c.duration}" if c.duration else ""
+    if c.failed:
+        parts.append(f"**Failed** ({markup.inline(c.exit_status)}{markup.inline(after)})")
+    elif c.failed_stages:
+        parts.append(f"**A stage failed** ({markup.inline(c.pipeline_status)}{markup.inline(after)})")
+    elif c.duration:
+        parts.append(f"*Took {markup.inline(c.duration)}*")
+    return markup.Markdown("\n\n".join(parts))
+
+
 def _plural(count: int, word: str, many: str = "") -> str:
     return f"{count:,} {word if count == 1 else many or word + 's'}"
 
@@ -195,6 +219,7 @@ FILTERS: dict[str, Any] = {
     "paragraph": markup.paragraph,    # text with its line breaks
     "quote": markup.quote,            # Markdown set in a block quote
     "details": _details,              # {{ body|details("Output") }}: folded on GitHub
+    "block": _block,                  # a block of the timeline, laid out as the built-in layouts do
     "html": markup.html,              # text inside raw HTML
     "plural": _plural,                # {{ n|plural("command") }} -> "3 commands"
     "number": _number,                # 12,345
