@@ -35,6 +35,8 @@ BENCHMARKS: dict[str, str] = {
     "memory": "memory",
     "capture_latency": "capture_latency",
     "spool_ingest": "spool_ingest",
+    "run_passthrough": "run_passthrough",
+    "generate": "generate",
 }
 
 

@@ -6,11 +6,13 @@ exits with). Codes and exit codes never change meaning once released; add new cl
 
     DocpilotError                      code               exit
     ├── UsageError                     bad_usage            2
+    │   └── AmbiguousId                ambiguous_id         2
     ├── ConfigError                    config_invalid       2
     ├── DaemonNotRunning               daemon_not_running   3
     ├── DaemonAlreadyRunning           already_running      3
     ├── SessionNotFound                no_such_session      4
     ├── BackupNotFound                 no_such_backup       4
+    ├── AnnotationNotFound             no_such_annotation   4
     ├── InvalidTransition              invalid_transition   5
     ├── InvalidSession                 invalid_session      6
     ├── SessionExists                  session_exists       6
@@ -54,6 +56,12 @@ class UsageError(DocpilotError):
     exit_code = 2
 
 
+class AmbiguousId(UsageError):
+    """An id prefix that more than one item starts with; the message lists them."""
+
+    code = "ambiguous_id"
+
+
 class ConfigError(DocpilotError):
     """A configuration file, variable or flag that is invalid; the message names the key."""
 
@@ -86,6 +94,13 @@ class BackupNotFound(DocpilotError):
     """No backup generation with that name for that session."""
 
     code = "no_such_backup"
+    exit_code = 4
+
+
+class AnnotationNotFound(DocpilotError):
+    """No annotation with that id (or id prefix) in the session."""
+
+    code = "no_such_annotation"
     exit_code = 4
 
 

@@ -67,9 +67,12 @@ class Resume(_SessionRequest, tag="resume"):
     pass
 
 
+AnnotationKind = Literal["note", "explanation", "warning", "milestone"]
+
+
 class Annotate(_SessionRequest, tag="annotate"):
     text: Text
-    type: Literal["note", "explanation", "warning", "milestone"] = "note"
+    type: AnnotationKind = "note"
 
 
 class Record(_SessionRequest, tag="record"):
@@ -103,7 +106,27 @@ class Show(_SessionRequest, tag="show"):
 
 
 class Annotations(_SessionRequest, tag="annotations"):
-    pass
+    """The session's annotations; with `type`, only that kind; with `recent`, only the N most
+    recent (by timestamp) of those, still in the session's order."""
+
+    recent: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
+    type: AnnotationKind | None = None
+
+
+class EditAnnotation(_SessionRequest, tag="edit_annotation"):
+    """New text (and, with `type`, a new kind) for an annotation of a live session; its id and
+    timestamp stay. `annotation`: its id, or a prefix of it (4 characters at least) that no other
+    annotation of the session starts with."""
+
+    annotation: ShortText
+    text: Text
+    type: AnnotationKind | None = None
+
+
+class DeleteAnnotation(_SessionRequest, tag="delete_annotation"):
+    """Remove an annotation of a live session (`annotation` as for `edit_annotation`)."""
+
+    annotation: ShortText
 
 
 class Save(_Request, tag="save"):
@@ -147,6 +170,16 @@ class Generate(_SessionRequest, tag="generate"):
     then has `path` and `bytes` instead of the text."""
 
     output: ShortText | None = None
+    # The layout (a built-in, DocPilot's alias, or the user's own; null: the configured default),
+    # paths relative to `relative_to` ("auto": the start directory when every command ran under
+    # it; "": absolute; else an absolute directory) and durations shown from `slow_seconds`.
+    template: ShortText | None = None
+    relative_to: ShortText = "auto"
+    slow_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400 * 365)] | None = None
+
+
+class Templates(_Request, tag="templates"):
+    """The document templates `generate --template` accepts, and where each comes from."""
 
 
 class Redact(_SessionRequest, tag="redact"):
@@ -165,8 +198,8 @@ class Purge(_Request, tag="purge"):
 
 
 Request = Union[
-    Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations,
-    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Redact, Purge,
+    Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations, EditAnnotation, DeleteAnnotation,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, Purge,
 ]
 
 OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]

@@ -191,8 +191,29 @@ class Annotated(TypedDict):
 
 
 class Annotations(TypedDict):
+    """`annotations`: the session's annotations (those `type` and `recent` chose, in the session's
+    order); `total` (left out when nothing was filtered) how many the session has in all."""
+
     session: str
     annotations: list[Annotation]
+    total: NotRequired[int]
+
+
+class AnnotationEdited(TypedDict):
+    """`edit_annotation`: the annotation as it is now (the same id and timestamp)."""
+
+    session: str
+    annotation: Annotation
+
+
+class AnnotationDeleted(TypedDict):
+    """`delete_annotation`: which annotation went (its text is not sent back) and how many the
+    session has left."""
+
+    session: str
+    deleted: str  # the annotation's id
+    annotation_type: AnnotationKind
+    remaining: int
 
 
 class Recorded(TypedDict):
@@ -287,6 +308,21 @@ class Generated(TypedDict):
     markdown: str
     output_file: str | None
     output_file_trusted: bool
+
+
+class TemplateInfo(TypedDict):
+    name: str
+    source: str     # "built-in", or the file that defines it
+    alias_of: str   # DocPilot's other names: the layout used ("" for a layout of its own)
+
+
+class Templates(TypedDict):
+    """`generate --list-templates`: the names `--template` accepts, the default, and where a
+    user's own templates go."""
+
+    templates: list[TemplateInfo]
+    default: str
+    directory: str
 
 
 class Written(TypedDict):

@@ -29,6 +29,9 @@ ROWS: dict[str, tuple[str, ...]] = {
     "memory": ("idle daemon RSS", "bytes held per command"),
     "capture_latency": ("hook-to-stored latency, bash",),
     "spool_ingest": ("spool ingest of 20,000 lines: longest wait", "spool read of 20,000 lines kept nowhere"),
+    "run_passthrough": ("docpilot run -- true vs true", "docpilot run passthrough of 10 MB, output to a pipe",
+                        "docpilot run passthrough of 10 MB, output to a pty"),
+    "generate": ("generate -t comprehensive", "generate: peak memory while rendering"),
 }
 
 

@@ -56,7 +56,8 @@ class Verb(Generic[R]):
     `request` builds what is sent from the parsed arguments; `show` prints the decoded result for
     a person (`--json` prints it as sent). A verb that may write a file instead (export, generate)
     has `target`, where its output goes (None: printed as usual), and `deliver`, which does all of
-    its output. A verb the client answers alone (init, join, leave) has `local` instead."""
+    its output. A verb the client answers alone (init, join, leave; run, which
+    records through client/run.py) has `local` instead."""
 
     __slots__ = ("aliases", "arguments", "deliver", "help", "local", "name", "request", "session", "show", "target")
 
@@ -123,9 +124,70 @@ def _text_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="+")
 
 
+# An annotation's kind as DocPilot's flags take it: the name or its first letter, in any case.
+_KINDS = {"note": "note", "explanation": "explanation", "warning": "warning", "milestone": "milestone",
+          "n": "note", "e": "explanation", "w": "warning", "m": "milestone"}
+_KIND_HELP = "note|explanation|warning|milestone, or n|e|w|m"
+
+
+def _kind(given: str) -> str:
+    """argparse type of an annotation kind (a bad one is a usage error naming the choices)."""
+    kind = _KINDS.get(given.strip().lower())
+    if kind is None:
+        raise argparse.ArgumentTypeError(f"invalid annotation type {given!r} ({_KIND_HELP})")
+    return kind
+
+
+def _count(given: str) -> int:
+    try:
+        count = int(given)
+    except ValueError:
+        count = 0
+    if count < 1 or count > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"a positive whole number expected, got {given!r}")
+    return count
+
+
+def _kind_option(p: argparse.ArgumentParser, default: str | None) -> None:
+    # --type/-t as before; -a/--annotation-type as DocPilot spells it.
+    p.add_argument("--type", "-t", "--annotation-type", "-a", dest="type", default=default, type=_kind,
+                   metavar="TYPE", help=_KIND_HELP)
+
+
 def _annotate_arguments(p: argparse.ArgumentParser) -> None:
     _text_argument(p)
-    p.add_argument("--type", "-t", default="note", choices=["note", "explanation", "warning", "milestone"])
+    _kind_option(p, "note")
+
+
+def _annotations_arguments(p: argparse.ArgumentParser) -> None:
+    """`annotations [-r N] [-f TYPE]` lists; `annotations edit ID TEXT...` and `annotations delete ID`
+    change one annotation of a live session."""
+    p.add_argument("--recent", "-r", type=_count, metavar="N", help="only the N most recent")
+    p.add_argument("--filter-type", "-f", type=_kind, metavar="TYPE", help=f"only this type: {_KIND_HELP}")
+    actions = p.add_subparsers(dest="action", metavar="edit|delete")
+    edit = actions.add_parser("edit", help="new text for an annotation (same id and time)",
+                              description="Give an annotation of a live session new text (and with --type a new type).")
+    edit.add_argument("id", help="the annotation's id or its first characters (see 'docpilot annotations')")
+    edit.add_argument("text", nargs="+")
+    _kind_option(edit, None)
+    delete = actions.add_parser("delete", help="remove an annotation (older backups keep it)",
+                                description="Remove an annotation from a live session (older backups keep it).")
+    delete.add_argument("id", help="the annotation's id or its first characters (see 'docpilot annotations')")
+    for sub in (edit, delete):  # the verb's options after the action too; not given there: the verb's value stays
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+        sub.add_argument("--session", "-s", default=argparse.SUPPRESS,
+                         help="session id (default: $DOCPILOT_SESSION or the most recent session)")
+
+
+def _annotations_request(
+    args: argparse.Namespace,
+) -> Request[results.Annotations | results.AnnotationEdited | results.AnnotationDeleted]:
+    if args.action == "edit":
+        fields: Fields = {"annotation": args.id, "text": " ".join(args.text), "type": args.type}
+        return "edit_annotation", fields, results.AnnotationEdited
+    if args.action == "delete":
+        return "delete_annotation", {"annotation": args.id}, results.AnnotationDeleted
+    return "annotations", {"recent": args.recent, "type": args.filter_type}, results.Annotations
 
 
 def _annotation(kind: str | None) -> Callable[[argparse.Namespace], Fields]:
@@ -139,6 +201,8 @@ def _record_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shell", default="")
     p.add_argument("--duration-ms", type=int)
     p.add_argument("--started-at", help="RFC 3339 time the command started")
+    p.add_argument("--output-file", metavar="FILE", help="the command's output, from a regular file or - (standard "
+                   "input); its head and tail are kept (output_max_bytes, as for run)")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
@@ -146,10 +210,25 @@ def _record_fields(args: argparse.Namespace) -> Fields:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise UsageError("record needs the command text: docpilot record [options] -- COMMAND")
+    output = None
+    if args.output_file is not None:
+        from .run import output_of_file  # only when asked: it reads the output's cap from the config
+
+        output = output_of_file(args.output_file)
     return {
         "command": " ".join(command), "exit_code": args.exit_code, "cwd": args.cwd or os.getcwd(),
-        "shell": args.shell, "duration_ms": args.duration_ms, "started_at": args.started_at,
+        "shell": args.shell, "duration_ms": args.duration_ms, "started_at": args.started_at, "output": output,
     }
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import run  # only this verb runs commands (pty, signals): the others start without it
+
+    return run.main(args)
 
 
 def _restore_arguments(p: argparse.ArgumentParser) -> None:
@@ -197,6 +276,41 @@ def _hooks(args: argparse.Namespace) -> int:
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", help="file, directory ({id}.md), FIFO or device to write, - for standard output; "
                    "default: the output file the session was started with")
+    p.add_argument("--template", "-t", metavar="NAME",
+                   help="layout: standard, minimal, comprehensive, github, DocPilot's other names, or your own "
+                        "(see --list-templates; default: default_template in the configuration, else standard)")
+    p.add_argument("--list-templates", action="store_const", dest="verb", const="templates",
+                   help="list the templates and where your own go")
+    p.add_argument("--relative-to", metavar="DIR",
+                   help="show directories relative to DIR, or 'none' for absolute paths (default: where the session "
+                        "started, when every command ran under it)")
+    p.add_argument("--slow", type=_seconds, metavar="SECONDS",
+                   help="show how long commands took from this many seconds (default: slow_command_seconds, 5)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400 * 365:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (0 or more), not {text!r}")
+    return value
+
+
+def _generate_fields(args: argparse.Namespace) -> Fields:
+    relative = args.relative_to
+    if relative is not None:
+        relative = "" if relative.lower() == "none" else os.path.abspath(os.path.expanduser(relative))
+    return {"template": args.template, "relative_to": relative, "slow_seconds": args.slow}
+
+
+def _show_templates(result: results.Templates) -> None:
+    for t in result["templates"]:
+        where = f"same as {t['alias_of']}" if t["alias_of"] else t["source"]
+        mark = "  (default)" if t["name"] == result["default"] else ""
+        print(f"{t['name']:<16} {where}{mark}")
+    print(f"your own: NAME.md.j2 in {result['directory']} (docs/templates.md explains the view they read)")
 
 
 def _redact_arguments(p: argparse.ArgumentParser) -> None:
@@ -302,12 +416,30 @@ def _show_session(s: results.SessionDocument) -> None:
             print(f"  # {item['annotation_type']}: {item['text']}")
 
 
-def _show_annotations(result: results.Annotations) -> None:
+def _show_annotations(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted) -> None:
+    if _is_deleted(result):
+        print(f"{result['annotation_type']} {result['deleted'][:8]} deleted from {result['session']} "
+              f"({result['remaining']} annotations left)")
+        return
+    if _is_edited(result):
+        note = result["annotation"]
+        print(f"{note['annotation_type']} {note['id'][:8]} edited in {result['session']}: {note['text']}")
+        return
     notes = result["annotations"]
     if not notes:
-        print("no annotations")
-    for note in notes:
-        print(f"{note['timestamp']}  {note['annotation_type']:<11} {note['text']}")
+        print("no annotations" if "total" not in result else f"no matching annotations ({result['total']} in all)")
+    for note in notes:  # the id's first characters: what `annotations edit` and `delete` take
+        print(f"{note['id'][:8]}  {note['timestamp']}  {note['annotation_type']:<11} {note['text']}")
+
+
+def _is_deleted(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted,
+                ) -> TypeIs[results.AnnotationDeleted]:
+    return "deleted" in result
+
+
+def _is_edited(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted,
+               ) -> TypeIs[results.AnnotationEdited]:
+    return "annotation" in result
 
 
 def _show_backups(result: results.Backups) -> None:
@@ -467,11 +599,11 @@ VERBS: tuple[Verb[Any], ...] = (
          request=ask("pause", results.SessionSummary), show=_show_summary),
     Verb("resume", "resume a paused session", aliases=("continue", "unpause"), session=LIVE,
          request=ask("resume", results.SessionSummary), show=_show_summary),
-    Verb("annotate", "add an annotation (--type note|explanation|warning|milestone)", aliases=("add", "comment"),
+    Verb("annotate", "add an annotation (--type/-a note|explanation|warning|milestone, or n|e|w|m)", aliases=("add", "comment"),
          session=LIVE, arguments=_annotate_arguments, request=ask("annotate", results.Annotated, _annotation(None)),
          show=_show_annotated),
-    Verb("annotations", "list the session's annotations", aliases=("list",), session=LATEST,
-         request=ask("annotations", results.Annotations), show=_show_annotations),
+    Verb("annotations", "list the session's annotations (-r N, -f TYPE); edit ID TEXT..., delete ID", aliases=("list",),
+         session=LATEST, arguments=_annotations_arguments, request=_annotations_request, show=_show_annotations),
     Verb("note", "add a note", aliases=("n",), session=LIVE, arguments=_text_argument,
          request=ask("annotate", results.Annotated, _annotation("note")), show=_show_annotated),
     Verb("explain", "add an explanation", aliases=("exp",), session=LIVE, arguments=_text_argument,
@@ -489,6 +621,8 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("save", "save every changed session now", request=ask("save", results.Saved), show=_show_saved),
     Verb("record", "record one captured command (what shell hooks send)", session=LIVE, arguments=_record_arguments,
          request=ask("record", results.Recorded, _record_fields), show=_show_recorded),
+    Verb("run", "run a command (output passed through, its exit status returned) and record it with its output: "
+         "docpilot run -- CMD ARGS", session=LIVE, arguments=_run_arguments, local=_run),
     Verb("backups", "backup generations of a session", session=LATEST,
          request=ask("backups", results.Backups), show=_show_backups),
     Verb("restore", "restore a session from a backup (reversible)", session=LIVE, arguments=_restore_arguments,
@@ -513,7 +647,10 @@ VERBS: tuple[Verb[Any], ...] = (
     # The daemon renders; this client writes (where the user asked, relative to the user's cwd).
     Verb("generate", "Markdown documentation of the session (-o FILE, else its output file, else stdout)",
          aliases=("gen", "doc"), session=LATEST, arguments=_generate_arguments,
-         request=ask("generate", results.Generated), target=_generate_target, deliver=_deliver_generated),
+         request=ask("generate", results.Generated, _generate_fields), target=_generate_target,
+         deliver=_deliver_generated),
+    Verb("templates", "the document templates generate accepts (generate -t NAME), and where your own go",
+         request=ask("templates", results.Templates), show=_show_templates),
     Verb("redact", "remove a secret from everything stored of a session (the secret from stdin if not given)",
          session=LIVE, arguments=_redact_arguments,
          request=ask("redact", results.Redacted, lambda args: {"pattern": _secret(args.pattern), "regex": args.regex}),

@@ -13,11 +13,16 @@ State machine (DocPilot's):
     any --Fail--> Error(message)
     Active --RecordCommand-->  Active  (a paused session records no commands)
     Active|Paused --Annotate--> same
+    Active|Paused --EditAnnotation--> same    (new text, maybe a new type; same id and timestamp)
+    Active|Paused --DeleteAnnotation--> same  (counts total_annotations down)
     any --Replace--> the given session (restore from a backup, import)
 
 Invariants: `apply` checks every precondition before it mutates anything, so a refused change
-leaves the session untouched; each transition appends exactly one event; `stats` stays consistent
-with the lists; `updated_at` is the timestamp of the last change.
+leaves the session untouched (an edit or a delete of an annotation the session does not hold is
+refused too: the runtime looks the annotation up before it journals the change); each transition
+appends exactly one event; `stats` stays consistent with the lists; `updated_at` is the timestamp
+of the last change; an item of a list is never mutated (an edit puts a new Annotation in the old
+one's place, a delete takes it out of the list: storage.snapshot relies on this).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..errors import InvalidTransition
 from . import timestamps
 from .model import (
     Annotation,
+    AnnotationType,
     CommandEntry,
     ErrorState,
     EventType,
@@ -57,6 +63,25 @@ class RecordCommand(msgspec.Struct, tag="command", forbid_unknown_fields=True):
 
 class Annotate(msgspec.Struct, tag="annotate", forbid_unknown_fields=True):
     annotation: Annotation
+    event_id: str
+
+
+class EditAnnotation(msgspec.Struct, tag="edit_annotation", forbid_unknown_fields=True):
+    """The annotation `annotation_id` gets `text` and `annotation_type` (the handler passes the
+    current type when it is not changed); its id and timestamp (its place in the timeline) stay."""
+
+    annotation_id: str
+    text: str
+    annotation_type: AnnotationType
+    at: str
+    event_id: str
+
+
+class DeleteAnnotation(msgspec.Struct, tag="delete_annotation", forbid_unknown_fields=True):
+    """The annotation `annotation_id` leaves the session (earlier snapshots and backups keep it)."""
+
+    annotation_id: str
+    at: str
     event_id: str
 
 
@@ -88,7 +113,7 @@ class Replace(msgspec.Struct, tag="replace", forbid_unknown_fields=True):
     reason: str
 
 
-Change = Union[Create, RecordCommand, Annotate, Pause, Resume, Stop, Fail, Replace]
+Change = Union[Create, RecordCommand, Annotate, EditAnnotation, DeleteAnnotation, Pause, Resume, Stop, Fail, Replace]
 
 
 def create(change: Create) -> Session:
@@ -126,6 +151,8 @@ class Rule(NamedTuple):
 TRANSITIONS: dict[type, Rule] = {
     RecordCommand: Rule(("Active",), None, "record a command"),
     Annotate: Rule(("Active", "Paused"), None, "add an annotation"),
+    EditAnnotation: Rule(("Active", "Paused"), None, "edit an annotation"),
+    DeleteAnnotation: Rule(("Active", "Paused"), None, "delete an annotation"),
     Pause: Rule(("Active",), "Paused", "pause"),
     Resume: Rule(("Paused",), "Active", "resume"),
     Stop: Rule(("Active", "Paused"), "Stopped", "stop"),
@@ -159,6 +186,19 @@ def apply(session: Session, change: Change) -> Session:
         session.annotations.append(note)
         session.stats.total_annotations += 1
         _event(session, change.event_id, "AnnotationAdded", note.timestamp, f"Annotation added: {note.id}")
+    elif isinstance(change, EditAnnotation):
+        index = _annotation_index(session, change.annotation_id, "edit")
+        old = session.annotations[index]
+        session.annotations[index] = Annotation(
+            id=old.id, text=change.text, timestamp=old.timestamp, annotation_type=change.annotation_type
+        )
+        retyped = f" ({old.annotation_type} -> {change.annotation_type})" if old.annotation_type != change.annotation_type else ""
+        _event(session, change.event_id, ANNOTATION_EVENT, change.at, f"Annotation edited: {old.id}{retyped}")
+    elif isinstance(change, DeleteAnnotation):
+        index = _annotation_index(session, change.annotation_id, "delete")
+        old = session.annotations.pop(index)
+        session.stats.total_annotations -= 1
+        _event(session, change.event_id, ANNOTATION_EVENT, change.at, f"Annotation deleted: {old.id} ({old.annotation_type})")
     elif isinstance(change, Pause):
         session.state = "Paused"
         session.stats.pause_resume_count += 1
@@ -179,6 +219,26 @@ def apply(session: Session, change: Change) -> Session:
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown change {type(change).__name__}")
     return session
+
+
+# The event an annotation's edit or deletion appends. DocPilot's event types are a closed set (a
+# file with another one does not load there) and none of them names an edit or a deletion, so the
+# nearest is used: AnnotationAdded keeps the event among the annotation events, where a reader of
+# the audit trail looks for what happened to annotations, and never passes it off as a change of
+# configuration (ConfigurationChanged) or as an error. `details` says exactly what happened
+# ("Annotation edited: <id>", "Annotation deleted: <id> (Warning)") and never holds the text: the
+# old text stays in earlier snapshots and backups, and a note being deleted may be one its author
+# regrets writing, which the audit trail must not keep a copy of.
+ANNOTATION_EVENT: EventType = "AnnotationAdded"
+
+
+def _annotation_index(session: Session, annotation_id: str, verb: str) -> int:
+    """Where the annotation is in the session's list; InvalidTransition (nothing changed) when it
+    is not there."""
+    for index, note in enumerate(session.annotations):
+        if note.id == annotation_id:
+            return index
+    raise InvalidTransition(f"cannot {verb} an annotation: session {session.id} has no annotation {annotation_id}")
 
 
 def _event(session: Session, event_id: str, kind: EventType, at: str, details: str | None) -> None:

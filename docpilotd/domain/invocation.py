@@ -9,6 +9,9 @@ outside quotes) whose command word, after leading `NAME=value` assignments and a
 `builtin` prefix or a backslash, is exactly `docpilot` or a path ending in `/docpilot`.
 Everything else is a command of the user's, including lines that mention docpilot elsewhere
 (`cat ~/.docpilot/x`, `cd docpilot`, `docpilot-lint`, `echo docpilot`).
+
+`docpilot run -- CMD` records CMD itself, with its output: such a line (the same rule, and `run`
+the word after the tool's name) is a duplicate whatever `record_own_commands` says.
 """
 
 from __future__ import annotations
@@ -20,16 +23,26 @@ _PREFIXES = ("command", "builtin", "exec", "env")
 
 
 def is_own_invocation(line: str) -> bool:
+    return _own_arguments(line) is not None
+
+
+def runs_itself(line: str) -> bool:
+    """A `docpilot run ...` line: the command it runs is recorded by run itself."""
+    return (_own_arguments(line) or [""])[0] == "run"
+
+
+def _own_arguments(line: str) -> list[str] | None:
+    """The words after `docpilot` when `line` calls the tool itself, else None."""
     words = _simple_command_words(line)
     if not words:
-        return False
+        return None
     i = 0
     while i < len(words) and (_ASSIGNMENT.match(words[i]) or words[i] in _PREFIXES):
         i += 1
     if i >= len(words):
-        return False
+        return None
     word = words[i].lstrip("\\")
-    return word == "docpilot" or word.endswith("/docpilot")
+    return words[i + 1 :] if word == "docpilot" or word.endswith("/docpilot") else None
 
 
 def _simple_command_words(line: str) -> list[str] | None:

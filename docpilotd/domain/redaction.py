@@ -339,6 +339,9 @@ class Redactor:
         if isinstance(change, changes.Annotate):
             note, n = self.annotation(change.annotation)
             return (msgspec.structs.replace(change, annotation=note), n) if n else (change, 0)
+        if isinstance(change, changes.EditAnnotation):
+            text, n = self.count(change.text)
+            return (msgspec.structs.replace(change, text=text), n) if n else (change, 0)
         if isinstance(change, changes.Replace):
             session, n = self.session(change.session)
             reason, m = self.count(change.reason)
@@ -355,7 +358,7 @@ class Redactor:
         if isinstance(change, changes.Fail):
             message, n = self.count(change.message)
             return (msgspec.structs.replace(change, message=message), n) if n else (change, 0)
-        return change, 0  # Pause, Resume, Stop: no text
+        return change, 0  # Pause, Resume, Stop, DeleteAnnotation: no text
 
 
 def json_escaped(text: str) -> str:

@@ -136,6 +136,10 @@ def summarize(session: Session) -> SessionSummary:
     }
 
 
+# Changes that never alter which sessions are live (so the capture markers need no update).
+_CONTENT_ONLY = (changes.RecordCommand, changes.Annotate, changes.EditAnnotation, changes.DeleteAnnotation)
+
+
 class Engine:
     def __init__(self, config: Config, store: SessionStore) -> None:
         self.config = config
@@ -379,7 +383,7 @@ class Engine:
         entry.seq = seq
         entry.dirty = True
         entry.summary = summarize(entry.session)
-        if not isinstance(change, (changes.RecordCommand, changes.Annotate)) and self.on_state_change is not None:
+        if not isinstance(change, _CONTENT_ONLY) and self.on_state_change is not None:
             self.on_state_change()
 
     async def _flush(self, entry: Entry) -> None:

@@ -26,22 +26,26 @@ from typing import Any, cast
 
 import msgspec
 
-from .. import __version__, results
+from .. import __version__, paths, results
 from .. import protocol as p
-from ..domain import changes
+from ..domain import changes, timestamps
 from ..domain.model import Annotation, Session, SessionMetadata
-from ..domain.validate import canonical_uuid
+from ..domain.validate import canonical_prefix, canonical_uuid
 from ..errors import (
+    AmbiguousId,
+    AnnotationNotFound,
     BackupNotFound,
     DocpilotError,
     InvalidSession,
+    InvalidTransition,
     SessionExists,
     SessionNotFound,
     UnknownOperation,
     UsageError,
 )
 from ..render import output as docs_output
-from ..render.markdown import render as render_markdown
+from ..render import templates as render_templates
+from ..render.view import Options as DocumentOptions
 from ..storage import backups, maintenance, snapshot
 from ..storage.maintenance import CleanupResult, StorageStats
 from ..storage.recovery import RecoveryReport
@@ -65,6 +69,11 @@ class Context:
         self.privacy = privacy.Privacy(engine.config)
         self.recorder = Recorder(engine, self.privacy, engine.config)
         self.spool: Spool | None = None
+        self.config_file: str | None = None  # --config, when the daemon was given one (set by the app)
+
+    def templates_dir(self) -> Path:
+        """Where the user's own document templates are (see render.templates.user_dir)."""
+        return render_templates.user_dir(self.engine.config.templates_dir, paths.config_file(self.config_file)[0])
 
     async def take_spooled(self) -> None:
         """Record every complete line hooks have spooled: what was typed before a verb is in."""
@@ -259,7 +268,98 @@ async def show(req: p.Show, ctx: Context) -> Session:
 async def annotations_(req: p.Annotations, ctx: Context) -> results.Annotations:
     entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
-    return {"session": entry.session_id, "annotations": [_annotation(note) for note in session.annotations]}
+    notes = session.annotations
+    if req.type is not None:
+        kind = p.ANNOTATION_KINDS[req.type]
+        notes = [note for note in notes if note.annotation_type == kind]
+    if req.recent is not None and req.recent < len(notes):
+        # The N latest by timestamp (the list is in time order unless a foreign file says otherwise).
+        latest = sorted(range(len(notes)), key=lambda i: (_time_key(notes[i].timestamp), i))[-req.recent:]
+        notes = [notes[i] for i in sorted(latest)]
+    result: results.Annotations = {"session": entry.session_id, "annotations": [_annotation(note) for note in notes]}
+    if req.type is not None or req.recent is not None:
+        result["total"] = len(session.annotations)
+    return result
+
+
+def _time_key(text: str) -> int:
+    try:
+        return timestamps.parse_ns(text)
+    except timestamps.TimestampError:
+        return 0
+
+
+MIN_ID_PREFIX = 4  # as for session ids: fewer characters would too easily name the wrong one
+
+
+def _find_annotation(session: Session, given: str) -> Annotation:
+    """The annotation `given` names: its id or a prefix of it, in any case, hyphens or not.
+    AnnotationNotFound when none matches; AmbiguousId, listing them, when several do."""
+    wanted = canonical_prefix(given)
+    if not wanted:
+        raise UsageError("which annotation? give its id, or its first characters (see 'docpilot annotations')")
+    exact = [note for note in session.annotations if canonical_prefix(note.id) == wanted]
+    if exact:
+        return exact[0]
+    if len(wanted) < MIN_ID_PREFIX:
+        raise UsageError(f"give at least {MIN_ID_PREFIX} characters of the annotation's id (see 'docpilot annotations')")
+    found = [note for note in session.annotations if canonical_prefix(note.id).startswith(wanted)]
+    if not found:
+        raise AnnotationNotFound(f"no annotation {given.strip()!r} in session {session.id} (see 'docpilot annotations')")
+    if len(found) > 1:
+        listed = ", ".join(f"{note.id} ({note.annotation_type}, {note.timestamp})" for note in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise AmbiguousId(f"annotation id {given.strip()!r} is ambiguous in session {session.id}: {listed}{more}; "
+                          "give more of it")
+    return found[0]
+
+
+async def _annotation_target(req: p.EditAnnotation | p.DeleteAnnotation, ctx: Context, kind: type) -> tuple[Entry, Annotation]:
+    """The session (named, else the most recent one: the one `annotations` lists) and the annotation
+    an edit or a delete is for, with no change of the session queued: the caller commits at once,
+    without a pause, so its change comes right after the state the annotation was found in (an
+    edit and a delete of one annotation that arrive together cannot both find it)."""
+    entry = ctx.engine.resolve_latest(req.session)
+    _require_live(entry, kind)
+    session = await ctx.engine.settled(entry)
+    _require_live(entry, kind)  # it may have stopped while we waited
+    return entry, _find_annotation(session, req.annotation)
+
+
+def _require_live(entry: Entry, kind: type) -> None:
+    try:
+        changes.require(entry.pending_state, kind)
+    except InvalidTransition:
+        raise InvalidTransition(
+            f"session {entry.session_id} is {entry.pending_state or 'gone'}: its annotations can no longer "
+            "change (only active and paused sessions can be modified)"
+        ) from None
+
+
+async def edit_annotation(req: p.EditAnnotation, ctx: Context) -> results.AnnotationEdited:
+    if not req.text.strip():
+        raise UsageError("an annotation needs text (to remove one: docpilot annotations delete ID)")
+    entry, note = await _annotation_target(req, ctx, changes.EditAnnotation)
+    # No pause from here to the commit (see _annotation_target). Redacted like a new annotation.
+    text = ctx.privacy.redactor.text(req.text)
+    kind = p.ANNOTATION_KINDS[req.type] if req.type is not None else note.annotation_type
+    change = changes.EditAnnotation(
+        annotation_id=note.id, text=text, annotation_type=kind, at=ctx.engine.stamp(entry), event_id=_new_id()
+    )
+    await ctx.engine.commit(entry, change)
+    edited = Annotation(id=note.id, text=text, timestamp=note.timestamp, annotation_type=kind)
+    return {"session": entry.session_id, "annotation": _annotation(edited)}
+
+
+async def delete_annotation(req: p.DeleteAnnotation, ctx: Context) -> results.AnnotationDeleted:
+    entry, note = await _annotation_target(req, ctx, changes.DeleteAnnotation)
+    # No pause from here to the commit (see _annotation_target).
+    change = changes.DeleteAnnotation(annotation_id=note.id, at=ctx.engine.stamp(entry), event_id=_new_id())
+    await ctx.engine.commit(entry, change)
+    return {
+        "session": entry.session_id, "deleted": note.id, "annotation_type": note.annotation_type,
+        "remaining": _summary(entry)["annotations"],
+    }
 
 
 async def save(req: p.Save, ctx: Context) -> results.Saved:
@@ -317,13 +417,36 @@ async def stats(req: p.Stats, ctx: Context) -> StorageStats:
 
 
 async def export(req: p.Export, ctx: Context) -> Session | results.MarkdownExport:
-    """The session itself (results.SessionDocument), or its Markdown."""
+    """The session itself (results.SessionDocument), or its Markdown (the default template)."""
     entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
     if req.format == "markdown":
-        text = await _io(ctx, render_markdown, docs_output.freeze(session))
+        spec = _document_spec(ctx, None, "auto", None)
+        text = await _io(ctx, docs_output.render, docs_output.freeze(session), spec)
         return {"session": entry.session_id, "format": "markdown", "markdown": text}
     return snapshot.plain_session(session)
+
+
+def _document_spec(ctx: Context, template: str | None, relative_to: str, slow_seconds: float | None) -> docs_output.Spec:
+    """How a document is laid out: the request's choices, else the configuration's."""
+    config = ctx.engine.config
+    if relative_to not in ("auto", "") and not relative_to.startswith("/"):
+        raise UsageError("--relative-to needs an absolute directory (the client resolves it), or none")
+    slow = config.slow_command_seconds if slow_seconds is None else slow_seconds
+    return docs_output.Spec(
+        template=template or config.default_template,
+        options=DocumentOptions(relative_to=relative_to or None, slow_ms=round(slow * 1000)),
+        user_templates=ctx.templates_dir(),
+    )
+
+
+async def templates_(req: p.Templates, ctx: Context) -> results.Templates:
+    directory = ctx.templates_dir()
+    found = await _io(ctx, render_templates.available, directory)
+    return {
+        "templates": [{"name": t.name, "source": t.source, "alias_of": t.alias_of} for t in found],
+        "default": ctx.engine.config.default_template, "directory": str(directory),
+    }
 
 
 async def generate(req: p.Generate, ctx: Context) -> results.Generated | results.Written:
@@ -331,9 +454,10 @@ async def generate(req: p.Generate, ctx: Context) -> results.Generated | results
     session's output file and whether it is trusted: the client writes it (see docs.output). Only
     the older protocol's absolute `output` is written here."""
     entry = await _latest(req, ctx)
+    spec = _document_spec(ctx, req.template, req.relative_to, req.slow_seconds)
     view = docs_output.freeze(await ctx.engine.full_session(entry))
     result: results.Generated | results.Written = await _io(
-        ctx, docs_output.generate, view, req.output, ctx.engine.store.layout
+        ctx, docs_output.generate, view, req.output, ctx.engine.store.layout, spec
     )
     return result
 
@@ -374,9 +498,10 @@ async def import_(req: p.Import, ctx: Context) -> results.SessionSummary:
 HANDLERS: dict[type, Handler] = {
     p.Hello: hello, p.Start: start, p.Stop: stop, p.Pause: pause, p.Resume: resume,
     p.Annotate: annotate, p.Record: record, p.Status: status, p.Sessions: sessions, p.Show: show,
-    p.Annotations: annotations_, p.Save: save, p.Backups: backups_, p.Restore: restore,
+    p.Annotations: annotations_, p.EditAnnotation: edit_annotation, p.DeleteAnnotation: delete_annotation,
+    p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
-    p.Generate: generate, p.Redact: redact, p.Purge: purge,
+    p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.Purge: purge,
 }
 
 

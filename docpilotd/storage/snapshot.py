@@ -15,8 +15,9 @@ of this instant needs (the compact JSON of everything but the three long lists, 
 of those lists: pointer copies, about 1 ms per 100k items); `encode_captured` then produces the file
 anywhere (the I/O thread), a chunk of items at a time, so the loop is never held for longer than one
 chunk. This relies on an invariant of the domain: a command, annotation or event is never mutated
-once it is in a session's list (changes append new items; a replacement or a redaction builds new
-objects), so the copied lists still describe exactly the captured instant. The result is byte for
+once it is in a session's list (changes append new items; an annotation's edit puts a new object
+in the old one's place and a delete takes it out of the list; a replacement or a redaction builds
+new objects), so the copied lists still describe exactly the captured instant. The result is byte for
 byte what encoding the whole session at once gives (`encode` is built on the same two steps).
 """
 

@@ -135,10 +135,11 @@ EXPECTED: dict[str, Any] = {
     "pause": results.SessionSummary, "resume": results.SessionSummary, "annotate": results.Annotated,
     "record": results.Recorded, "status": results.Status, "sessions": list[results.SessionSummary],
     "show": results.SessionDocument, "annotations": results.Annotations, "save": results.Saved,
+    "edit_annotation": results.AnnotationEdited, "delete_annotation": results.AnnotationDeleted,
     "backups": results.Backups, "restore": results.Restored, "recovery": results.Recovery,
     "cleanup": results.Cleanup, "stats": results.StorageStats,
     "export": results.SessionDocument | results.MarkdownExport, "import": results.SessionSummary,
-    "generate": results.Generated | results.Written, "redact": results.Redacted, "purge": results.Purged,
+    "generate": results.Generated | results.Written, "templates": results.Templates, "redact": results.Redacted, "purge": results.Purged,
 }
 
 
@@ -169,12 +170,18 @@ def test_every_request_types_reply_from_a_real_daemon_decodes(daemon: Daemon, tm
     call("pause", session=first)
     call("resume", session=first)
     call("annotations", session=first)
+    call("annotations", "total", session=first, type="warning", recent=1)
+    noted = call("annotate", session=first, text="typo", type="note")["annotation"]["id"]
+    call("edit_annotation", session=first, annotation=noted[:8], text="fixed", type="milestone")
+    call("delete_annotation", session=first, annotation=noted)
     call("save")
     call("backups", session=first)
     call("show", session=first)
     call("export", "commands", session=first)
     call("export", "markdown", session=first, format="markdown")
     call("generate", "markdown", session=second)
+    call("generate", "markdown", session=first, template="github", relative_to="", slow_seconds=0.5)
+    call("templates", "templates", "default", "directory")
     call("generate", "path", session=first, output=str(tmp_path / "older-client.md"))
     call("redact", session=first, pattern="why")
     call("restore", "restored_from", session=first, backup=daemon.call("backups", session=first)["backups"][-1]["name"])
@@ -208,7 +215,7 @@ def test_every_verb_shows_what_it_decoded_from_a_real_daemon(daemon: Daemon, tmp
     as the daemon sent it, decoding into the type the verb's request names."""
     order = ["start", "note", "explain", "warn", "milestone", "annotate", "record", "status", "sessions", "show",
              "annotations", "save", "backups", "restore", "pause", "resume", "recovery", "stats", "export",
-             "generate", "redact", "stop", "cleanup", "import", "purge"]
+             "generate", "templates", "redact", "stop", "cleanup", "import", "purge"]
     daemon_verbs = [v for v in verbs.VERBS if v.request is not None]
     assert sorted(order) == sorted(v.name for v in daemon_verbs), "a verb this walk does not try"
     sid = daemon.call("start", description="before the walk", cwd="/w")["id"]

@@ -178,3 +178,11 @@ def test_a_journal_change_is_redacted_through_its_structure() -> None:
     assert redacted.event_id == change.event_id and change.entry.command == "mysql -psecretpw"
     pause = changes.Pause(at="2025-08-01T09:00:00.000000000Z", event_id="x")
     assert Redactor.from_patterns().change(pause) == (pause, 0)
+    # An annotation's new text is free text too; a delete has none.
+    edit = changes.EditAnnotation(annotation_id="a", text="the db password=hunter2", annotation_type="Note",
+                                  at="2025-08-01T09:00:00.000000000Z", event_id="y")
+    redacted_edit, count = Redactor.from_patterns().change(edit)
+    assert isinstance(redacted_edit, changes.EditAnnotation) and count == 1
+    assert redacted_edit.text == "the db password=[REDACTED]" and redacted_edit.annotation_id == "a"
+    gone = changes.DeleteAnnotation(annotation_id="a", at="2025-08-01T09:00:00.000000000Z", event_id="z")
+    assert Redactor.from_patterns().change(gone) == (gone, 0)

@@ -30,6 +30,21 @@ def fail(clock: Clock, message: str = "shell hook crashed") -> changes.Fail:
     return changes.Fail(at=clock(), event_id=new_id(), message=message)
 
 
+def edit(clock: Clock, session: Session, text: str = "new text", kind: str | None = None) -> changes.EditAnnotation:
+    """An edit of the session's first annotation (of an id it does not hold when it has none)."""
+    note = session.annotations[0] if session.annotations else None
+    return changes.EditAnnotation(
+        annotation_id=note.id if note else new_id(), text=text,
+        annotation_type=kind or (note.annotation_type if note else "Note"),  # type: ignore[arg-type]
+        at=clock(), event_id=new_id(),
+    )
+
+
+def delete(clock: Clock, session: Session) -> changes.DeleteAnnotation:
+    note = session.annotations[0] if session.annotations else None
+    return changes.DeleteAnnotation(annotation_id=note.id if note else new_id(), at=clock(), event_id=new_id())
+
+
 def in_state(state: str, clock: Clock) -> Session:
     session = build_session(commands=2, annotations=1, clock=clock)
     if state == "Paused":
@@ -88,6 +103,71 @@ def test_annotate_works_on_active_and_paused_sessions(state: str) -> None:
     assert session.events[-1].event_type == "AnnotationAdded"
     assert session.events[-1].details == f"Annotation added: {change.annotation.id}"
     assert validate.problems(session) == []
+
+
+@pytest.mark.parametrize("state", ["Active", "Paused"])
+def test_edit_keeps_id_and_time_replaces_the_text_and_appends_one_event(state: str) -> None:
+    clock = Clock()
+    session = in_state(state, clock)
+    session = changes.apply(session, annotate_change("secodn note", clock(), "Warning"))
+    old = session.annotations[1]
+    events, count = len(session.events), len(session.annotations)
+    change = changes.EditAnnotation(annotation_id=old.id, text="second note", annotation_type="Warning",
+                                    at=clock(), event_id=new_id())
+    session = changes.apply(session, change)
+    new = session.annotations[1]
+    assert (new.id, new.timestamp, new.annotation_type, new.text) == (old.id, old.timestamp, "Warning", "second note")
+    assert new is not old and old.text == "secodn note", "a new item in its place: captured lists stay true"
+    assert len(session.annotations) == count == session.stats.total_annotations
+    assert len(session.events) == events + 1
+    last = session.events[-1]
+    assert (last.id, last.event_type, last.timestamp) == (change.event_id, "AnnotationAdded", change.at)
+    assert last.details == f"Annotation edited: {old.id}", "the action and the id, never the text"
+    assert session.updated_at == change.at and state_name(session.state) == state
+    assert validate.problems(session) == []
+    # A new type is said in the details too.
+    session = changes.apply(session, changes.EditAnnotation(
+        annotation_id=old.id, text="second note", annotation_type="Milestone", at=clock(), event_id=new_id()))
+    assert session.annotations[1].annotation_type == "Milestone"
+    assert session.events[-1].details == f"Annotation edited: {old.id} (Warning -> Milestone)"
+
+
+@pytest.mark.parametrize("state", ["Active", "Paused"])
+def test_delete_removes_the_annotation_counts_it_and_appends_one_event(state: str) -> None:
+    clock = Clock()
+    session = in_state(state, clock)
+    session = changes.apply(session, annotate_change("I regret this note", clock(), "Warning"))
+    session = changes.apply(session, annotate_change("keep me", clock()))
+    gone = session.annotations[1]
+    events = len(session.events)
+    change = changes.DeleteAnnotation(annotation_id=gone.id, at=clock(), event_id=new_id())
+    session = changes.apply(session, change)
+    assert [a.text for a in session.annotations] == ["note 0", "keep me"]
+    assert session.stats.total_annotations == 2
+    assert len(session.events) == events + 1
+    last = session.events[-1]
+    assert (last.id, last.event_type, last.timestamp) == (change.event_id, "AnnotationAdded", change.at)
+    assert last.details == f"Annotation deleted: {gone.id} (Warning)"
+    assert "regret" not in msgspec.json.encode(session).decode(), "the deleted text is nowhere in the session"
+    assert validate.problems(session) == []
+
+
+@pytest.mark.parametrize("make_change", [edit, delete], ids=["edit", "delete"])
+def test_an_annotation_the_session_does_not_hold_is_refused_and_changes_nothing(
+    make_change: Callable[[Clock, Session], changes.Change],
+) -> None:
+    clock = Clock()
+    session = build_session(annotations=0, clock=clock)
+    before = msgspec.json.encode(session)
+    change = make_change(clock, session)
+    with pytest.raises(InvalidTransition, match=f"session {session.id} has no annotation "):
+        changes.apply(session, change)
+    assert msgspec.json.encode(session) == before
+    # A deleted annotation can be neither edited nor deleted again.
+    session = changes.apply(session, annotate_change("once", clock()))
+    session = changes.apply(session, delete(clock, session))
+    with pytest.raises(InvalidTransition, match="has no annotation"):
+        changes.apply(session, changes.DeleteAnnotation(annotation_id=change.annotation_id, at=clock(), event_id=new_id()))  # type: ignore[union-attr]
 
 
 def test_pause_resume_cycle_counts_and_appends_events() -> None:
@@ -149,6 +229,13 @@ REFUSED = [
     ("Error", resume, "resume"),
     ("Error", stop, "stop"),
 ]
+# Edits and deletes need the session (they name one of its annotations).
+REFUSED_ON_SESSION = [
+    ("Stopped", edit, "edit an annotation"),
+    ("Stopped", delete, "delete an annotation"),
+    ("Error", edit, "edit an annotation"),
+    ("Error", delete, "delete an annotation"),
+]
 
 
 @pytest.mark.parametrize(("state", "make_change", "action"), REFUSED)
@@ -162,6 +249,20 @@ def test_refused_transition_raises_and_leaves_the_session_unchanged(
     with pytest.raises(InvalidTransition, match=f"cannot {action}: session {session.id} is {state}") as info:
         changes.apply(session, change)
     assert info.value.code == "invalid_transition" and info.value.exit_code == 5
+    assert msgspec.json.encode(session) == before
+
+
+@pytest.mark.parametrize(("state", "make_change", "action"), REFUSED_ON_SESSION)
+def test_edit_and_delete_are_refused_unless_live_and_change_nothing(
+    state: str, make_change: Callable[[Clock, Session], changes.Change], action: str
+) -> None:
+    clock = Clock()
+    session = in_state(state, clock)
+    before = msgspec.json.encode(session)
+    with pytest.raises(InvalidTransition, match=f"cannot {action}: session {session.id} is {state}"):
+        changes.apply(session, make_change(clock, session))
+    with pytest.raises(InvalidTransition):
+        changes.state_after(state, make_change(clock, session))
     assert msgspec.json.encode(session) == before
 
 
@@ -232,6 +333,12 @@ def test_applying_the_same_changes_twice_gives_the_same_bytes() -> None:
         pause(clock),
         annotate_change("paused note", clock()),
         resume(clock),
+        annotate_change("typo", clock()),
+    ]
+    typo = recorded[-1].annotation.id  # type: ignore[union-attr]
+    recorded += [
+        changes.EditAnnotation(annotation_id=typo, text="fixed", annotation_type="Milestone", at=clock(), event_id=new_id()),
+        changes.DeleteAnnotation(annotation_id=recorded[1].annotation.id, at=clock(), event_id=new_id()),  # type: ignore[union-attr]
         command_change("make test", clock(), 2),
         stop(clock),
     ]
@@ -245,9 +352,10 @@ def test_applying_the_same_changes_twice_gives_the_same_bytes() -> None:
         b = changes.apply(b, change)
     assert msgspec.json.encode(a) == msgspec.json.encode(b)
     assert a.state == "Stopped" and a.stats.failed_commands == 1
+    assert [(n.text, n.annotation_type) for n in a.annotations] == [("paused note", "Note"), ("fixed", "Milestone")]
 
 
-KINDS = ("command", "annotate", "pause", "resume", "stop", "fail", "create", "replace")
+KINDS = ("command", "annotate", "edit", "delete", "pause", "resume", "stop", "fail", "create", "replace")
 
 
 def _change_of(kind: str, clock: Clock, session: Session) -> changes.Change:
@@ -255,6 +363,10 @@ def _change_of(kind: str, clock: Clock, session: Session) -> changes.Change:
         return command_change("make", clock())
     if kind == "annotate":
         return annotate_change("a note", clock())
+    if kind == "edit":
+        return edit(clock, session, "edited", "Warning")
+    if kind == "delete":
+        return delete(clock, session)
     if kind == "pause":
         return pause(clock)
     if kind == "resume":
@@ -265,7 +377,7 @@ def _change_of(kind: str, clock: Clock, session: Session) -> changes.Change:
         return fail(clock)
     if kind == "create":
         return changes.Create(session_id=session.id, description="again", at=clock(), event_id=new_id(), metadata=metadata())
-    return changes.Replace(session=build_session(commands=1, clock=clock), reason="restore")
+    return changes.Replace(session=build_session(commands=1, annotations=2, clock=clock), reason="restore")
 
 
 def test_state_after_and_apply_agree_on_every_sequence() -> None:
@@ -281,6 +393,10 @@ def test_state_after_and_apply_agree_on_every_sequence() -> None:
         clock = Clock()
         session = build_session(commands=1, annotations=0, clock=clock)
         for kind in kinds:
+            if kind in ("edit", "delete") and not session.annotations:
+                # The runtime looks the annotation up before it journals an edit or a delete; one
+                # the session does not hold is refused by `apply` alone (tested apart).
+                kind = "annotate"
             change = _change_of(kind, clock, session)
             before = state_name(session.state)
             try:
@@ -294,5 +410,6 @@ def test_state_after_and_apply_agree_on_every_sequence() -> None:
                 assert state_name(session.state) == before
                 continue
             assert predicted == state_name(session.state), f"{kind} from {before}"
+            assert validate.problems(session) == [], f"after {kind}"
 
     check()

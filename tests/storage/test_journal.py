@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
+import zlib
 from pathlib import Path
 
 from docpilotd.domain import changes
@@ -124,3 +126,44 @@ def test_snapshot_records_the_sequence_it_contains(layout: Layout) -> None:
     session = changes.create(_create())
     data = snapshot.encode(session, 41)
     assert snapshot.decode(data).seq == 41
+
+
+def _raw_frame(seq: int, payload: bytes) -> bytes:
+    """A well-framed record (right length and CRC) of any payload."""
+    head = struct.pack("<IQ", len(payload), seq)
+    return journal.HEADER.pack(journal.MAGIC, len(payload), seq, zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def test_edits_and_deletes_of_annotations_are_journaled_and_replayed(layout: Layout) -> None:
+    notes = [_note(2), _note(3)]
+    edit = changes.EditAnnotation(annotation_id=notes[0].annotation.id, text="note 2, edited", annotation_type="Warning",
+                                  at=format_ns(BASE + 10_000_000), event_id=str(uuid.uuid4()))
+    delete = changes.DeleteAnnotation(annotation_id=notes[1].annotation.id, at=format_ns(BASE + 11_000_000),
+                                      event_id=str(uuid.uuid4()))
+    frames = [journal.frame(1, _create()), journal.frame(2, notes[0]), journal.frame(3, notes[1]),
+              journal.frame(4, edit), journal.frame(5, delete)]
+    path = _write_segment(layout, 1, frames)
+    records, damage = journal.scan_segment(path.read_bytes(), path)
+    assert damage == [] and [type(r.change) for r in records][-2:] == [changes.EditAnnotation, changes.DeleteAnnotation]
+    for repair in (False, True):  # fsck, then start-up
+        report, recovered = recover_all(SessionStore(layout), repair=repair)
+        (s,) = report.sessions
+        assert s.problems == [] and s.replayed == 5 and s.annotations == 1
+        assert [(a.text, a.annotation_type) for a in recovered[SID].session.annotations] == [("note 2, edited", "Warning")]
+
+
+def test_a_record_of_a_kind_this_daemon_does_not_know_is_reported_and_later_records_apply(layout: Layout) -> None:
+    """What an older daemon meets in a newer daemon's journal (an annotation edit, say): a record
+    whose CRC is right but whose change does not decode is reported, never replayed, never fatal."""
+    frames = _records(5)
+    newer = b'{"type":"annotation_rename","annotation_id":"x","at":"2025-08-01T09:00:00Z","event_id":"y"}'
+    frames[2] = _raw_frame(3, newer)
+    path = _write_segment(layout, 1, frames)
+    records, damage = journal.scan_segment(path.read_bytes(), path)
+    assert [r.seq for r in records] == [1, 2, 4, 5]
+    (bad,) = damage
+    assert not bad.torn_tail and bad.detail.startswith("undecodable")
+    report, recovered = recover_all(SessionStore(layout), repair=False)
+    (s,) = report.sessions
+    assert _notes(recovered) == ["note 2", "note 4", "note 5"]
+    assert s.problems and s.lost_window is not None and "3..3" in s.lost_window

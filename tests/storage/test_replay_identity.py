@@ -420,3 +420,72 @@ def test_recovery_from_a_docpilot_rewrite_is_healthy_and_replays_nothing_twice(l
     repaired, _ = recover_all(store, repair=True, check_backups=check_backups)
     assert repaired.sessions[0].status == "ok" and repaired.sessions[0].problems == []
     assert layout.session_file(SID).read_bytes() == main_before, "a healthy main file is never rewritten"
+
+
+# -- edits and deletes of annotations -------------------------------------------------------------
+
+
+def _edited() -> Journal:
+    """1 Create, 2 note "typo", 3 warning "regret", 4 edit of 2 (new text and type), 5 delete of 3,
+    6 note "after"."""
+    clock = Clock()
+    typo, regret = _note(clock, "a tpyo"), _note(clock, "I regret this", "Warning")
+    return Journal([
+        _create(clock), typo, regret,
+        changes.EditAnnotation(annotation_id=typo.annotation.id, text="a typo", annotation_type="Milestone",
+                               at=clock(), event_id=new_id()),
+        changes.DeleteAnnotation(annotation_id=regret.annotation.id, at=clock(), event_id=new_id()),
+        _note(clock, "after"),
+    ])
+
+
+def _notes(session: Session | None) -> list[tuple[str, str]]:
+    assert session is not None
+    return [(a.text, a.annotation_type) for a in session.annotations]
+
+
+def test_edits_and_deletes_replay_from_any_of_our_snapshots() -> None:
+    j = _edited()
+    for base_seq in range(0, 7):
+        result = replay(j.state(base_seq) if base_seq else None, base_seq, j.records())
+        clean(result)
+        assert result.applied == 6 - base_seq and result.already_present == 0
+        assert _notes(result.session) == [("a typo", "Milestone"), ("after", "Note")]
+        assert body(result.session) == body(j.state(6))
+
+
+@pytest.mark.parametrize("held", range(1, 7), ids=lambda k: f"holds1to{k}")
+@pytest.mark.parametrize("rewrite", [foreign, docpilot_rewrite], ids=["plain", "docpilot"])
+def test_a_foreign_snapshot_gets_an_edit_or_a_delete_once(held: int, rewrite: object) -> None:
+    """Held by their event ids: a foreign snapshot after the delete still holds the deleted note's
+    Annotate (by its event), so the note does not come back; an edit is not applied twice."""
+    j = _edited()
+    result = replay(rewrite(j.state(held)), 0, j.records())  # type: ignore[operator]
+    clean(result)
+    assert result.already_present == held and result.applied == 6 - held
+    assert _notes(result.session) == [("a typo", "Milestone"), ("after", "Note")]
+    assert [e.id for e in result.session.events] == [e.id for e in j.state(6).events]  # type: ignore[union-attr]
+
+
+def test_an_edit_or_delete_of_an_annotation_the_session_lacks_is_refused_not_forced() -> None:
+    j = _edited()
+    records = [r for r in j.records() if r.seq not in (2, 3)]  # the notes never reached this copy
+    result = replay(j.state(1), 1, records)
+    assert result.gaps == [(2, 3)]
+    assert [line.split(":")[0] for line in result.refused] == ["record 4", "record 5"]
+    assert "has no annotation" in result.refused[0] and result.applied == 1
+    assert result.session is not None and validate.problems(result.session) == []
+
+
+@pytest.mark.parametrize("check_backups", [False, True], ids=["startup", "fsck"])
+def test_recovery_and_fsck_replay_edits_and_deletes_from_the_journal(layout: Layout, check_backups: bool) -> None:
+    """The journal's records of the new kinds decode (the Change union) and replay, on disk."""
+    j = _edited()
+    store = SessionStore(layout)
+    store.save(j.state(3), 3)
+    _write_journal(layout, j)
+    report, recovered = recover_all(store, repair=False, check_backups=check_backups)
+    (s,) = report.sessions
+    assert s.problems == [] and s.replayed == 3 and s.seq == 6 and s.annotations == 2, s
+    assert _notes(recovered[SID].session) == [("a typo", "Milestone"), ("after", "Note")]
+    assert validate.problems(recovered[SID].session) == []

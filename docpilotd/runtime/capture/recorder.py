@@ -15,6 +15,9 @@ When it ran: bash and zsh send the start in epoch microseconds; fish sends the b
 the boot it was read in (no clock builtin), turned into wall time with this boot's offset; a
 line without either is stamped now minus its duration, never before the previous command.
 
+Output: terminal escape sequences removed, redacted, then capped to `output_max_bytes`
+(domain/output.py), whatever the client already kept.
+
 Privacy: `Outcome.private` says whether the raw line held something private (a redacted secret,
 a leading space), computed for duplicates too, so a spool file holding such a line is retired
 early even when the line was recorded before a crash.
@@ -30,7 +33,8 @@ from typing import Any, Literal
 from ... import protocol as p
 from ...config import Config
 from ...domain import changes, timestamps
-from ...domain.invocation import is_own_invocation
+from ...domain import output as command_output
+from ...domain.invocation import is_own_invocation, runs_itself
 from ...domain.model import CommandEntry
 from ...errors import DocpilotError, InvalidTransition, SessionNotFound, UsageError
 from .. import clock
@@ -95,10 +99,14 @@ class Recorder:
         # Redacted here, right before the change is built: a pattern `redact` registers meanwhile applies.
         redactor = self.privacy.redactor
         text, redacted = redactor.count(req.command)
-        output, in_output = redactor.optional(req.output)
+        # Escape sequences out first (a coloured token would escape the token rules), the cap last
+        # (a secret is redacted whole before a cut could leave a part the rules no longer know).
+        raw_output = None if req.output is None else command_output.without_escapes(req.output)
+        output, in_output = redactor.optional(raw_output)
+        output = command_output.keep_text(output, self.config.output_max_bytes)
         private = bool(redacted + in_output)
-        if not self.config.record_own_commands and is_own_invocation(req.command):
-            return Outcome("own", private=private, **base)
+        if is_own_invocation(req.command) and (not self.config.record_own_commands or runs_itself(req.command)):
+            return Outcome("own", private=private, **base)  # `docpilot run` records its command itself
         try:
             changes.require(entry.pending_state, changes.RecordCommand)
         except DocpilotError as exc:
