@@ -13,55 +13,33 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, PermissionDenied
+from . import where
+from .errors import PermissionDenied
+from .where import MAX_SOCKET_PATH, SOCKET_NAME
 
-SOCKET_NAME = "docpilotd.sock"
+__all__ = ["MAX_SOCKET_PATH", "SOCKET_NAME", "Layout", "config_file", "configured_root", "default_home",
+           "ensure_private_dir", "layout_for", "locate"]
+
 LOCK_NAME = "docpilotd.lock"
 PID_NAME = "docpilotd.pid"
-# sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
-MAX_SOCKET_PATH = 103
 
 
 def default_home() -> Path:
-    env = os.environ.get("DOCPILOT_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".docpilot"
+    return Path(where.default_home())
 
 
 def config_file(explicit: str | None = None) -> tuple[Path, bool]:
-    """The config file to read and whether it must exist: `explicit` (--config), else
-    $DOCPILOT_CONFIG, else $DOCPILOT_HOME/docpilotd.toml, else ~/.config/docpilot/docpilotd.toml."""
-    if explicit:
-        return Path(explicit).expanduser(), True
-    if os.environ.get("DOCPILOT_CONFIG"):
-        return Path(os.environ["DOCPILOT_CONFIG"]).expanduser(), True
-    if os.environ.get("DOCPILOT_HOME"):
-        return Path(os.environ["DOCPILOT_HOME"]).expanduser() / "docpilotd.toml", False
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "docpilot" / "docpilotd.toml", False
+    """The config file to read and whether it must exist (where.config_file)."""
+    path, must_exist = where.config_file(explicit)
+    return Path(path), must_exist
 
 
 def configured_root() -> Path:
     """The data root, as the daemon decides it, for the parts that do not load the whole
-    configuration (the client, the hooks): $DOCPILOT_HOME, else the config file's `data_dir`,
-    else ~/.docpilot. Import-light: the standard library's TOML reader, only when a file exists."""
-    if os.environ.get("DOCPILOT_HOME"):
-        return default_home().absolute()
-    path, _ = config_file()
-    try:
-        import tomllib
-
-        with open(path, "rb") as handle:
-            configured = tomllib.load(handle).get("data_dir")
-        if isinstance(configured, str) and configured:
-            return Path(configured).expanduser().absolute()
-    except (OSError, ValueError):
-        pass  # no file, or one the daemon itself will refuse with a clear error
-    return default_home().absolute()
+    configuration (the client, the hooks): where.configured_root."""
+    return Path(where.configured_root())
 
 
 def locate() -> Layout:
@@ -70,10 +48,29 @@ def locate() -> Layout:
     return layout_for(configured_root())
 
 
-@dataclass(frozen=True)
 class Layout:
+    """The data root's directories and the run directory (immutable; a plain class, not a
+    dataclass: dataclasses imports inspect, a third of a hot client verb's start-up)."""
+
+    __slots__ = ("root", "run_dir")
     root: Path
     run_dir: Path
+
+    def __init__(self, root: Path, run_dir: Path) -> None:
+        object.__setattr__(self, "root", root)
+        object.__setattr__(self, "run_dir", run_dir)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Layout is immutable ({name})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and (self.root, self.run_dir) == (other.root, other.run_dir)
+
+    def __hash__(self) -> int:
+        return hash((self.root, self.run_dir))
+
+    def __repr__(self) -> str:
+        return f"Layout(root={self.root!r}, run_dir={self.run_dir!r})"
 
     @property
     def sessions(self) -> Path:
@@ -125,28 +122,12 @@ class Layout:
 
 
 def layout_for(root: Path | None = None) -> Layout:
-    """The layout of `root` (default: DOCPILOT_HOME or ~/.docpilot), with the run directory chosen."""
-    home_set = bool(os.environ.get("DOCPILOT_HOME"))
+    """The layout of `root` (default: DOCPILOT_HOME or ~/.docpilot), with the run directory chosen
+    (where.run_dir; ConfigError when the socket's path would be too long)."""
     root = (root or default_home()).expanduser().absolute()
-    run_dir = root / "run"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if not home_set and runtime and _is_private_dir(Path(runtime)):
-        run_dir = Path(runtime) / "docpilot"
-    socket_path = run_dir / SOCKET_NAME
-    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
-        raise ConfigError(
-            f"socket path is too long for a Unix socket ({len(os.fsencode(socket_path))} bytes, "
-            f"at most {MAX_SOCKET_PATH}): {socket_path}; choose a shorter DOCPILOT_HOME"
-        )
-    return Layout(root=root, run_dir=run_dir)
-
-
-def _is_private_dir(path: Path) -> bool:
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and (st.st_mode & 0o077) == 0
+    run_dir = where.run_dir(str(root))
+    where.socket_in(run_dir)
+    return Layout(root=root, run_dir=Path(run_dir))
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -43,7 +43,7 @@ def test_daemon_client_and_hooks_agree(tmp_home: Path, monkeypatch: pytest.Monke
         runtime.mkdir(mode=0o700)
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     daemon_layout = paths.layout_for(config.load().home)
-    assert transport.socket_path() == daemon_layout.socket
+    assert transport.socket_path() == str(daemon_layout.socket)
     assert hooks.data_root() == daemon_layout.root
     assert f"{daemon_layout.root / 'spool'}" in hooks.hook_script("bash")
 

@@ -29,8 +29,9 @@ from typing import Any
 from .. import results
 from ..errors import DocpilotError, UsageError
 from ..paths import config_file, configured_root
+from .lean import print_json, report
 from .transport import Connection
-from .verbs import LATEST, NOWHERE, STDOUT, VERBS, Places, Verb, print_json
+from .verbs import LATEST, NOWHERE, STDOUT, VERBS, Places, Verb
 
 BY_NAME: dict[str, Verb[Any]] = {name: verb for verb in VERBS for name in (verb.name, *verb.aliases)}
 
@@ -87,30 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             used = result["session"] if isinstance(result.get("session"), str) else result.get("id")
             print(f"docpilot: that was session {used} (the most recent; --session ID for another)", file=sys.stderr)
         return code
-    except DocpilotError as exc:
-        print(f"docpilot: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # output piped into `head`
-        from .. import destination
-
-        destination.discard_stdout()
-        return 0
-    except OSError as exc:  # standard output or error refused a write: one line, no traceback
-        from .. import destination
-
-        destination.discard_stdout()
-        error = destination.error_for(exc, "standard output")
-        print(f"docpilot: {error.message}", file=sys.stderr)
-        return error.exit_code
+    except (DocpilotError, KeyboardInterrupt, OSError) as exc:
+        # One line on standard error (a refused write to standard output too, `| head` quietly):
+        # the same report as the hot verbs' (lean.report).
+        return report(exc)
 
 
 def _private_places(conn: Connection) -> Places:
     """docpilotd's own directories and configuration files, which nothing is ever written into:
     the data root the daemon says it uses, the one this client would use, the socket's directory."""
     root = str(configured_root())
-    places = [root, str(conn.path.parent)]
+    places = [root, os.path.dirname(conn.path)]
     try:
         daemon_root = conn.request("status", results.Status)["daemon"]["root"]
         if daemon_root:

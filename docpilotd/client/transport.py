@@ -1,7 +1,8 @@
 """The client's one I/O seam: send a request line to the daemon's socket and read the reply line.
 
-Finds the socket where the daemon places it (`paths.locate`, the one definition both use; it
-imports only the standard library). Raises DaemonNotRunning, with how to start it, when nothing
+Finds the socket where the daemon places it (`where.socket_path`, the one definition both use;
+it imports only os and stat). Light on purpose (no pathlib, typing only when a reply is decoded):
+the hot verbs (client/lean.py) start with this module and little else. Raises DaemonNotRunning, with how to start it, when nothing
 listens.
 
 A reply is decoded before anyone reads it: `request` names the result type it expects
@@ -26,29 +27,30 @@ import socket
 import stat
 import struct
 import sys
-from pathlib import Path
-from typing import Any, TypeVar
 
+from .. import where
 from ..errors import DaemonNotRunning, PermissionDenied, ProtocolError, error_from_code
-from ..paths import locate
-from ..results import decode
 
-R = TypeVar("R")
+TYPE_CHECKING = False  # not typing's: importing typing costs the hot verbs 2 ms (see lean.py)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    R = TypeVar("R")
 
 START_HINT = "start it with 'docpilotd run' (or 'docpilotd run --detach')"
 
 
-def socket_path() -> Path:
-    """Where the daemon listens: paths.locate(), the one definition the daemon uses too."""
-    return locate().socket
+def socket_path() -> str:
+    """Where the daemon listens: where.socket_path(), the one definition the daemon uses too."""
+    return where.socket_path()
 
 
-def check_socket_path(path: Path) -> None:
+def check_socket_path(path: str) -> None:
     """Refuse (PermissionDenied) a socket that another user could have put there: its directory
     must be ours and not writable by others, the socket a socket of ours. Nothing there at all is
     DaemonNotRunning."""
     uid = os.geteuid()
-    directory = path.parent
+    directory = os.path.dirname(path)
     try:
         dir_st = os.stat(directory)
     except (FileNotFoundError, NotADirectoryError):
@@ -100,13 +102,13 @@ def peer_uid(sock: socket.socket) -> int | None:
 
 
 class Connection:
-    def __init__(self, path: Path | None = None, timeout: float = 30.0) -> None:
-        self.path = path or socket_path()
+    def __init__(self, path: str | None = None, timeout: float = 30.0) -> None:
+        self.path = str(path) if path else socket_path()
         check_socket_path(self.path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(str(self.path))
+            self.sock.connect(self.path)
         except (FileNotFoundError, ConnectionRefusedError):
             self.sock.close()
             raise DaemonNotRunning(f"docpilotd is not running ({self.path}); {START_HINT}") from None
@@ -130,6 +132,13 @@ class Connection:
     def request(self, op: str, expect: type[R], /, **args: Any) -> R:
         """Send one request and return its result, decoded as `expect`; raise the daemon's error
         as a DocpilotError, a reply that does not fit as a ProtocolError."""
+        from ..results import decode  # typing: paid by the verbs that decode, not by the hot ones
+
+        return decode(expect, self.send(op, **args), f"the daemon's reply to {op!r}")
+
+    def send(self, op: str, /, **args: Any) -> Any:
+        """Send one request and return its result as sent (JSON); the daemon's error as a
+        DocpilotError. For the hot verbs, which check the few fields they read themselves."""
         message = {"op": op, "id": self._next_id, **{k: v for k, v in args.items() if v is not None}}
         self._next_id += 1
         try:
@@ -149,7 +158,7 @@ class Connection:
         if not isinstance(reply, dict):
             raise ProtocolError("the daemon sent a reply that is not an object")
         if reply.get("ok"):
-            return decode(expect, reply.get("result"), f"the daemon's reply to {op!r}")
+            return reply.get("result")
         error = reply.get("error") or {}
         raise error_from_code(str(error.get("code", "error")), str(error.get("message", "unknown error")))
 

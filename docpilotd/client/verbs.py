@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .. import results
 from ..errors import UsageError
+from .lean import print_json, show_annotated
 
 if TYPE_CHECKING:  # annotations here are never evaluated (the client's start-up)
     from typing_extensions import TypeIs  # in typing from Python 3.13
@@ -368,8 +369,7 @@ def _show_restored(result: results.Restored) -> None:
 
 
 def _show_annotated(result: results.Annotated) -> None:
-    note = result["annotation"]
-    print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")
+    show_annotated(result)  # one definition, shared with the hot path (lean.py)
 
 
 def _show_recorded(result: results.Recorded) -> None:
@@ -496,9 +496,6 @@ def _show_recovery(result: results.Recovery) -> None:
         print(f"  {line}")
 
 
-def print_json(result: Any) -> None:
-    """`--json`: the result as the daemon sent it, on one line."""
-    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
 # -- documents and exports -----------------------------------------------------------------------
