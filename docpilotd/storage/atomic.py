@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import DiskFull, StorageError
@@ -41,9 +41,12 @@ def storage_error(exc: OSError, action: str) -> StorageError:
     return StorageError(f"{action} failed: {exc.strerror or exc}")
 
 
-def write_atomic(ops: FileOps, path: Path, data: bytes | Sequence[bytes]) -> os.stat_result:
+def write_atomic(ops: FileOps, path: Path, data: bytes | Sequence[bytes],
+                 before_replace: Callable[[os.stat_result], None] | None = None) -> os.stat_result:
     """Durably replace `path` with `data` (bytes, or blocks written in order: a large snapshot is
-    never copied into one buffer); returns the stat of the new file (its identity)."""
+    never copied into one buffer); returns the stat of the new file (its identity).
+    `before_replace(identity)` is called once the new file is complete and before it takes the
+    name: whoever watches the name can know the file as ours from the moment it appears."""
     temp = temp_path_for(path)
     fd: int | None = None
     try:
@@ -59,6 +62,8 @@ def write_atomic(ops: FileOps, path: Path, data: bytes | Sequence[bytes]) -> os.
         ops.close(fd)
         fd = None
         identity = ops.stat(temp)
+        if before_replace is not None:
+            before_replace(identity)
         ops.replace(temp, path)
     except OSError as exc:
         _discard(ops, fd, temp)

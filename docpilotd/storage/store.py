@@ -83,6 +83,9 @@ class SessionStore:
         self.ops = ops or OsFileOps()
         self.backups_kept = backups_kept
         self._written: dict[str, Identity] = {}
+        # Files being put in place (complete, renamed or about to be, directory not yet synced):
+        # already ours, so the watcher never takes our own save for another program's change.
+        self._placing: dict[str, Identity] = {}
         self._last_backup_ns = 0
         self._named_after: dict[str, int] = {}  # per session: the newest backup name seen on disk
         self.owner_uid = owner_of(layout.root)  # see the module docstring: whose files are trusted
@@ -99,12 +102,13 @@ class SessionStore:
         self._written.pop(session_id, None)
 
     def is_own_file(self, session_id: str) -> bool:
-        """Whether `sessions/{id}.json` is still exactly the file we last wrote."""
-        known = self._written.get(session_id)
-        if known is None:
+        """Whether `sessions/{id}.json` is still exactly the file we last wrote (or are writing:
+        one that took the name while its save has not returned yet)."""
+        known = (self._written.get(session_id), self._placing.get(session_id))
+        if known == (None, None):
             return False
         try:
-            return Identity.of(self.ops.stat(self.layout.session_file(session_id))) == known
+            return Identity.of(self.ops.stat(self.layout.session_file(session_id))) in known
         except OSError:
             return False
 
@@ -120,9 +124,13 @@ class SessionStore:
         may happen elsewhere)."""
         path = self.layout.session_file(session_id)
         backup, quarantined = self._preserve_current(session_id, path)
-        st = write_atomic(self.ops, path, data)
-        identity = Identity.of(st)
-        self._written[session_id] = identity
+        try:
+            st = write_atomic(self.ops, path, data,
+                              before_replace=lambda new: self._placing.__setitem__(session_id, Identity.of(new)))
+            identity = Identity.of(st)
+            self._written[session_id] = identity
+        finally:
+            self._placing.pop(session_id, None)
         result = SaveResult(path=path, identity=identity, backup=backup, quarantined=quarantined)
         if backup is not None:
             result.removed_backups = self.rotate(session_id, keep_newest=backup)

@@ -489,3 +489,42 @@ def test_quarantine_never_overwrites(store: SessionStore, monkeypatch: pytest.Mo
         reason = target.with_name(target.name + ".reason")
         assert mode(reason) == 0o600
         assert json.loads(reason.read_bytes())["reason"].startswith("test ")
+
+
+def test_a_file_is_known_as_ours_from_the_moment_it_takes_its_name(layout: Layout) -> None:
+    """The watcher compares a session file with what the daemon wrote. A save renames the new file
+    into place and then syncs the directory, which can take long on a busy disk: a check in that
+    window must not take the daemon's own file for another program's change (a false warning, and
+    a needless rewrite)."""
+    import threading
+
+    from docpilotd.storage.fsops import OsFileOps
+
+    syncing, release = threading.Event(), threading.Event()
+
+    class SlowDirectorySync(OsFileOps):
+        def fsync_dir(self, path: Path) -> None:
+            if path == layout.sessions:  # after the rename of the session file
+                syncing.set()
+                release.wait(10)
+            super().fsync_dir(path)
+
+    store = SessionStore(layout, SlowDirectorySync())
+    session = build_session()
+    release.set()
+    store.save(session, seq=1)
+    release.clear()
+    syncing.clear()
+    saving = threading.Thread(target=store.save, args=(session, 2))
+    saving.start()
+    try:
+        assert syncing.wait(10)
+        decoded = store.read(layout.session_file(session.id), session.id)
+        assert decoded.seq == 2, "the new file has its name"
+        assert store.is_own_file(session.id), "our own new file, mid-save, taken for a foreign one"
+    finally:
+        release.set()
+        saving.join(10)
+    assert store.is_own_file(session.id)
+    layout.session_file(session.id).write_bytes(layout.session_file(session.id).read_bytes())  # another program
+    assert not store.is_own_file(session.id)
