@@ -50,7 +50,7 @@ def run(quick: bool) -> list[Figure]:
             # as pyenv's, would add its own process start-ups to the figure).
             beside = Path(sys.executable).parent / "docpilot"
             installed = str(beside) if beside.exists() else shutil.which("docpilot")
-            client = [installed] if installed else [sys.executable, "-m", "docpilotd.client.cli"]
+            client = [installed] if installed else [sys.executable, "-m", "docpilotd.client.entry"]
             floor_argv = [sys.executable, "-I", "-S", "-c", "pass"]
             floor: list[float] = []
             note: list[float] = []

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "spool_ingest": "spool_ingest",
     "run_passthrough": "run_passthrough",
     "generate": "generate",
+    "search": "search",
 }
 
 

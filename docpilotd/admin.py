@@ -1,7 +1,9 @@
 """`docpilotd`: the daemon's command line (run it, check its data).
 
     docpilotd run [--detach] [--config FILE] [--home DIR] [...]   serve (foreground by default)
-    docpilotd fsck [--repair] [--json] [--home DIR]              check (and repair) the data root
+    docpilotd stop [--timeout SECONDS] [--home DIR]              stop the running daemon (and wait for it)
+    docpilotd config [--json] [--config FILE] [--home DIR] [...] the effective configuration and its sources
+    docpilotd fsck [--repair] [--reindex] [--json] [--home DIR]  check (and repair) the data root and search index
     docpilotd service install [--socket] | uninstall | status   run it as a systemd/launchd user service
 
 Every DocpilotError becomes one line on stderr and its exit code (an OSError that no layer turned
@@ -37,17 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="config file (default: see config/docpilotd.toml)")
     common.add_argument("--home", help="data root (default: $DOCPILOT_HOME or ~/.docpilot)")
 
-    run = sub.add_parser("run", parents=[common], help="run the daemon (in the foreground)")
-    run.add_argument("--detach", action="store_true", help="daemonize (for starting by hand)")
-    run.add_argument("--autosave-interval", type=float, help="seconds between autosaves")
-    run.add_argument("--backups-kept", type=int, help="backup generations kept per session")
-    run.add_argument("--durability", choices=["always", "batch", "off"], help="when changes are fsynced")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--log-file", help="log to this file (rotated) instead of stderr")
+    # The settings `run` takes as flags; `config` takes them too, to show what a `run` would use.
+    tuning = _Parser(add_help=False)
+    tuning.add_argument("--autosave-interval", type=float, help="seconds between autosaves")
+    tuning.add_argument("--backups-kept", type=int, help="backup generations kept per session")
+    tuning.add_argument("--durability", choices=["always", "batch", "off"], help="when changes are fsynced")
+    tuning.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    tuning.add_argument("--log-file", help="log to this file (rotated) instead of stderr")
+
+    run = sub.add_parser("run", parents=[common, tuning], help="run the daemon (in the foreground)")
+    run.add_argument("--detach", action="store_true",
+                     help="run in the background; prints its pid and log file once it serves")
+
+    stop = sub.add_parser("stop", help="stop the running daemon (through the service manager when it runs one)")
+    stop.add_argument("--home", help="data root (default: $DOCPILOT_HOME or ~/.docpilot)")
+    stop.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                      help="how long to wait for it to exit (default 120: its final save may take a while)")
+
+    show = sub.add_parser("config", parents=[common, tuning],
+                          help="the effective configuration: each value and where it came from")
+    show.add_argument("--json", action="store_true", help="print it as JSON")
 
     fsck = sub.add_parser("fsck", parents=[common], help="check the data root; --repair fixes it")
     fsck.add_argument("--repair", action="store_true", help="restore, quarantine and clean up")
     fsck.add_argument("--json", action="store_true", help="print the report as JSON")
+    fsck.add_argument("--reindex", action="store_true",
+                      help="build the search index anew from the sessions (implies --repair)")
 
     service = sub.add_parser("service", help="run docpilotd as a user service (systemd or launchd)")
     actions = service.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -60,11 +77,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The configuration keys command-line flags set, and each one's option.
+FLAGS = {"data_dir": "--home", "autosave_interval": "--autosave-interval", "backups_kept": "--backups-kept",
+         "durability": "--durability", "log_level": "--log-level", "log_file": "--log-file"}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, "home" if key == "data_dir" else key, None) for key in FLAGS}
+
+
 def load_config(args: argparse.Namespace) -> config_mod.Config:
-    overrides: dict[str, Any] = {"data_dir": getattr(args, "home", None)}
-    for key in ("autosave_interval", "backups_kept", "durability", "log_level", "log_file"):
-        overrides[key] = getattr(args, key, None)
-    return config_mod.load(getattr(args, "config", None), overrides)
+    return config_mod.load(getattr(args, "config", None), _overrides(args))
+
+
+def show_config(args: argparse.Namespace) -> int:
+    """`docpilotd config`: every setting, its value and where it came from (flag, environment
+    variable, config file, default); an invalid configuration is its one-line ConfigError."""
+    from .where import socket_in
+
+    effective, path, read, settings = config_mod.explain(args.config, _overrides(args), FLAGS)
+    layout = layout_for(effective.home)
+    if args.json:
+        payload = {
+            "config_file": str(path), "config_file_read": read, "data_root": str(layout.root),
+            "socket": socket_in(str(layout.run_dir)),
+            "settings": {key: {"value": s.value, "source": s.source, "from": s.origin} for key, s in settings.items()},
+        }
+        sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
+        return 0
+    print(f"config file: {path}" + ("" if read else " (not there: nothing read from it)"))
+    print(f"data root:   {layout.root}")
+    print(f"socket:      {socket_in(str(layout.run_dir))}")
+    width = max(len(key) for key in settings)
+    for key, s in settings.items():
+        value = msgspec.json.encode(s.value).decode()
+        where = {"default": "default", "file": f"config file {s.origin}", "environment": f"environment {s.origin}",
+                 "flag": f"flag {s.origin}"}[s.source]
+        print(f"{key:<{width}} = {value:<24} {where}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +125,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if getattr(args, "home", None):
             os.environ["DOCPILOT_HOME"] = args.home  # one meaning of "home" for every module
+        if args.verb == "stop":  # needs only where the daemon is: a broken config must not keep it running
+            from .control import stop
+
+            return stop(args.home, sys.stdout, timeout=args.timeout)
+        if args.verb == "config":
+            return show_config(args)
         cfg = load_config(args)
         if args.verb == "fsck":
-            return fsck(cfg, repair=args.repair, as_json=args.json)
+            return fsck(cfg, repair=args.repair or args.reindex, as_json=args.json, reindex=args.reindex)
         if args.verb == "service":
             return service(args)
         if args.verb == "run":
@@ -107,13 +163,18 @@ def service(args: argparse.Namespace) -> int:
     return service_mod.status(target, sys.stdout)
 
 
-def fsck(cfg: config_mod.Config, repair: bool, as_json: bool) -> int:
+def fsck(cfg: config_mod.Config, repair: bool, as_json: bool, reindex: bool = False) -> int:
     from .storage import spelling
     from .storage.lock import DataLock
     from .storage.recovery import recover_all
     from .storage.store import SessionStore
 
     layout = layout_for(cfg.home)
+    if not layout.root.is_dir():
+        # Nothing there is not "healthy": most often DOCPILOT_HOME (or data_dir) names the wrong place.
+        from .errors import DataRootNotFound
+
+        raise DataRootNotFound(f"no data root at {layout.root}: nothing to check (is DOCPILOT_HOME or data_dir right?)")
     lock: DataLock | None = None
     if repair:
         # Repairing writes: only the owner of the data root may do it (promise 4).
@@ -123,20 +184,66 @@ def fsck(cfg: config_mod.Config, repair: bool, as_json: bool) -> int:
     try:
         store = SessionStore(layout, backups_kept=cfg.backups_kept)
         misspelled = spelling.normalize(store, repair=repair)
-        report, _ = recover_all(store, repair=repair, check_backups=True)
+        report, recovered = recover_all(store, repair=repair, check_backups=True)
         report.other.extend(misspelled)
+        index = search_index_state(layout, recovered, repair, reindex)
     finally:
         if lock is not None:
             lock.release()
     if as_json:
         payload = msgspec.to_builtins(report)
         payload["healthy"] = report.healthy
+        payload["search_index"] = index
         sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
     else:
         print_report(report)
+        print(f"  search index: {index['says']}")
     if repair:
         return 0 if report.clean_after_repair else 1
     return 0 if report.healthy else 1
+
+
+def search_index_state(layout: Any, recovered: dict[str, Any], repair: bool, reindex: bool) -> dict[str, Any]:
+    """The search index against the sessions recovery found (storage/search_index.py): checked,
+    or with `repair` brought in line with them (made anew with `reindex`). It is derived data: what
+    is found here never changes fsck's exit code (the daemon rebuilds it at start anyway)."""
+    from .storage import search_index
+
+    path = search_index.path_of(layout)
+    marks = {sid: search_index.session_mark(found.outline, found.seq) for sid, found in recovered.items()}
+    if not repair:
+        found = search_index.check(path, marks)
+        says = {
+            "ok": f"ok ({len(marks)} session(s))",
+            "missing": "missing: the daemon builds it at start (fsck --repair builds it now)",
+            "damaged": f"damaged ({found.detail}): would be made anew from the sessions",
+            "behind": f"{len(found.stale)} session(s) not indexed as they are, {len(found.unknown)} no longer there: "
+                      "would be indexed again (a running daemon does it by itself)",
+        }[found.state]
+        return {"state": found.state, "stale": len(found.stale), "unknown": len(found.unknown), "says": says}
+
+    def loader(found: Any) -> Any:
+        def load() -> Any:
+            try:
+                return found.session, found.seq
+            except DocpilotError:
+                return None
+        return load
+
+    try:
+        why, indexed, dropped = search_index.rebuild(
+            path, [(sid, marks[sid], loader(found)) for sid, found in recovered.items()], from_scratch=reindex)
+    except DocpilotError as exc:
+        return {"state": "unavailable", "stale": 0, "unknown": 0, "says": f"not rebuilt: {exc.message}"}
+    except Exception as exc:  # sqlite3 or the file system: the sessions are repaired all the same
+        return {"state": "unavailable", "stale": 0, "unknown": 0, "says": f"not rebuilt: {exc}"}
+    if why is not None:
+        says = f"made anew ({why}): {indexed} session(s) indexed"
+    elif indexed or dropped:
+        says = f"{indexed} session(s) indexed again, {dropped} dropped"
+    else:
+        says = f"ok ({len(marks)} session(s))"
+    return {"state": "rebuilt" if why is not None else "ok", "stale": 0, "unknown": 0, "says": says}
 
 
 def print_report(report: Any) -> None:

@@ -127,6 +127,72 @@ def load(explicit_file: str | None = None, overrides: dict[str, Any] | None = No
     return _convert(raw, "command line")
 
 
+class Setting(msgspec.Struct, frozen=True):
+    """One effective setting and where its value came from (`docpilotd config`): `source` is
+    "default", "file" (`origin`: the file), "environment" (`origin`: the variable) or "flag"
+    (`origin`: the option)."""
+
+    value: Any
+    source: Literal["default", "file", "environment", "flag"]
+    origin: str | None = None
+
+
+def explain(
+    explicit_file: str | None = None, overrides: dict[str, Any] | None = None, flags: dict[str, str] | None = None,
+) -> tuple[Config, Path, bool, dict[str, Setting]]:
+    """The effective configuration as `load` makes it (ConfigError as `load` raises it), the config
+    file's path and whether it was read, and each dotted key's value with where it came from, by
+    the same precedence: `overrides` (command-line flags; `flags` names each key's option) >
+    the ENVIRONMENT variables > the file > the defaults."""
+    effective = load(explicit_file, overrides)
+    path, _ = config_file(explicit_file)
+    try:
+        in_file = _parse_file(path, path.read_bytes())
+        read = True
+    except OSError:  # absent (load said that is fine) or gone since
+        in_file, read = {}, False
+    by_key = {key: variable for variable, key in ENVIRONMENT.items() if os.environ.get(variable)}
+    settings: dict[str, Setting] = {}
+    for key in _keys(Config):
+        value = msgspec.to_builtins(_get(effective, key))
+        if (overrides or {}).get(key) is not None:
+            settings[key] = Setting(value, "flag", (flags or {}).get(key, "--" + key.replace("_", "-")))
+        elif key in by_key:
+            settings[key] = Setting(value, "environment", by_key[key])
+        elif _present(in_file, key):
+            settings[key] = Setting(value, "file", str(path))
+        else:
+            settings[key] = Setting(value, "default")
+    return effective, path, read, settings
+
+
+def _keys(struct: type[msgspec.Struct], prefix: str = "") -> list[str]:
+    """Every dotted key of `struct`, a nested table's keys under its name."""
+    keys: list[str] = []
+    for field in msgspec.structs.fields(struct):
+        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            keys.extend(_keys(field.type, f"{prefix}{field.name}."))
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def _present(raw: dict[str, Any], dotted: str) -> bool:
+    *parents, last = dotted.split(".")
+    for name in parents:
+        child = raw.get(name)
+        if not isinstance(child, dict):
+            return False
+        raw = child
+    return last in raw
+
+
 def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
     # Check the encoding ourselves: msgspec versions differ in how they report bad UTF-8
     # (UnicodeDecodeError before 0.23, a DecodeError with Python's message after).

@@ -10,9 +10,11 @@ exits with). Codes and exit codes never change meaning once released; add new cl
     ├── ConfigError                    config_invalid       2
     ├── DaemonNotRunning               daemon_not_running   3
     ├── DaemonAlreadyRunning           already_running      3
+    ├── DaemonStillRunning             still_running        3
     ├── SessionNotFound                no_such_session      4
     ├── BackupNotFound                 no_such_backup       4
     ├── AnnotationNotFound             no_such_annotation   4
+    ├── DataRootNotFound               no_data_root         4
     ├── InvalidTransition              invalid_transition   5
     ├── InvalidSession                 invalid_session      6
     ├── SessionExists                  session_exists       6
@@ -23,7 +25,8 @@ exits with). Codes and exit codes never change meaning once released; add new cl
     ├── PermissionDenied               permission_denied    9
     ├── StorageError                   storage_error       10
     │   ├── NotDurable                 not_durable         10
-    │   └── DiskFull                   disk_full           10
+    │   ├── DiskFull                   disk_full           10
+    │   └── SearchUnavailable          search_unavailable  10
     └── ServiceError                   service_error       11
         └── ServiceManagerUnreachable  no_service_manager  11
 
@@ -85,10 +88,24 @@ class DaemonAlreadyRunning(DocpilotError):
     exit_code = 3
 
 
+class DaemonStillRunning(DocpilotError):
+    """`docpilotd stop`: the daemon was asked to stop and has not exited within the time allowed."""
+
+    code = "still_running"
+    exit_code = 3
+
+
 class SessionNotFound(DocpilotError):
     """No session with that id (or no live session when one was implied)."""
 
     code = "no_such_session"
+    exit_code = 4
+
+
+class DataRootNotFound(DocpilotError):
+    """The data root a command would examine does not exist (often a mistyped DOCPILOT_HOME)."""
+
+    code = "no_data_root"
     exit_code = 4
 
 
@@ -174,6 +191,13 @@ class DiskFull(StorageError):
     """The disk is full; changes are refused until space returns."""
 
     code = "disk_full"
+
+
+class SearchUnavailable(StorageError):
+    """`search` cannot answer: this Python's SQLite has no FTS5, or the search index cannot be
+    read or made (the sessions themselves are not affected)."""
+
+    code = "search_unavailable"
 
 
 class ServiceError(DocpilotError):

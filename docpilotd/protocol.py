@@ -138,7 +138,11 @@ class Backups(_SessionRequest, tag="backups"):
 
 
 class Restore(_SessionRequest, tag="restore"):
+    """Replace the session with a backup generation. Without `session`: the session the backup's
+    name names. `dry_run`: say what the session would become, change nothing."""
+
     backup: ShortText
+    dry_run: bool = False
 
 
 class Recovery(_Request, tag="recovery"):
@@ -147,6 +151,7 @@ class Recovery(_Request, tag="recovery"):
 
 class Cleanup(_Request, tag="cleanup"):
     max_age_days: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
+    dry_run: bool = False  # list what would be removed, remove nothing
 
 
 class Stats(_Request, tag="stats"):
@@ -190,16 +195,32 @@ class Redact(_SessionRequest, tag="redact"):
     regex: bool = False
 
 
+class Search(_Request, tag="search"):
+    """Commands (with their output) and annotations of every session, live or stopped, holding the
+    words of `text` close together (the last may be the start of a word), newest first. `failed`:
+    only commands that failed; `since` (RFC 3339): only what happened from then on; `dir` (absolute):
+    only commands run in it or below; `session` (an id or its first characters): only that session;
+    `limit`: at most this many hits."""
+
+    text: ShortText
+    failed: bool = False
+    since: ShortText | None = None
+    dir: ShortText | None = None
+    session: ShortText | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+
+
 class Purge(_Request, tag="purge"):
     """Delete a session everywhere; a live one only with `force`. The session must be named."""
 
     session: ShortText
     force: bool = False
+    dry_run: bool = False  # list what would be removed, remove nothing
 
 
 Request = Union[
     Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations, EditAnnotation, DeleteAnnotation,
-    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, Purge,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, Purge, Search,
 ]
 
 OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]

@@ -76,14 +76,25 @@ class Started(SessionSummary):
 
 
 class Restored(SessionSummary):
-    """`restore`: the session as restored, and the backup it came from."""
+    """`restore`: the session as restored, and the backup it came from (`dry_run`: the session as
+    it would be; nothing changed). `reopened`: it was stopped and the backup is of it while live,
+    so it is live again (the client says so)."""
 
     restored_from: str
+    reopened: NotRequired[bool]
+    dry_run: NotRequired[bool]
 
 
 class SessionStatus(SessionSummary):
     seq: int  # the last acknowledged journal record
     unsaved: bool  # changes not yet in a snapshot (the journal holds them)
+
+
+class SpoolBacklog(TypedDict):
+    """What hooked shells spooled that the daemon has not read yet (runtime/capture/spool.py)."""
+
+    files: int
+    bytes: int
 
 
 class DaemonStatus(TypedDict):
@@ -95,13 +106,17 @@ class DaemonStatus(TypedDict):
     degraded: dict[str, str]  # session id -> why its changes are not being saved normally
     live_sessions: int
     sessions: int
+    log: NotRequired[str]  # the log file, or where standard error goes (runtime/logplace.py)
+    spool: NotRequired[SpoolBacklog]
 
 
 class Status(TypedDict):
-    """`status`: the daemon, and the session named or the latest live one (null when none)."""
+    """`status`: the daemon, the session named or the latest live one (null when none), and every
+    live session, oldest first (`live`; older daemons leave it out)."""
 
     daemon: DaemonStatus
     session: SessionStatus | None
+    live: NotRequired[list[SessionSummary]]
 
 
 class Hello(TypedDict):
@@ -237,6 +252,12 @@ class Backup(TypedDict):
     name: str
     time: str
     size: int
+    # What the generation holds; when it cannot be read, `problem` (why) instead. Older daemons
+    # send neither.
+    state: NotRequired[str | None]
+    commands: NotRequired[int | None]
+    annotations: NotRequired[int | None]
+    problem: NotRequired[str | None]
 
 
 class Backups(TypedDict):
@@ -277,6 +298,7 @@ class Cleanup(TypedDict):
 
     removed_sessions: list[str]
     removed_backups: list[str]
+    dry_run: bool  # true: what would be removed; nothing was
 
 
 class StorageStats(TypedDict):
@@ -349,6 +371,35 @@ class Purged(TypedDict):
     session: str
     removed: list[str]
     spool_removed: list[str]
+    dry_run: NotRequired[bool]  # true: what would be removed; nothing was
+
+
+class SearchHit(TypedDict):
+    """One hit of `search`: a command (with `directory` and `exit_code`) or an annotation (with
+    `annotation_type` and `annotation_id`), and its session. `match` says where the words are:
+    "command", "output" (then `snippet`: the words of the output around them) or "annotation"."""
+
+    session: str
+    description: str  # the session's
+    kind: Literal["command", "annotation"]
+    timestamp: str
+    text: str  # the command, or the annotation's text
+    match: Literal["command", "output", "annotation"]
+    directory: NotRequired[str]
+    exit_code: NotRequired[int | None]
+    annotation_type: NotRequired[AnnotationKind]
+    annotation_id: NotRequired[str]
+    snippet: NotRequired[str]
+
+
+class Search(TypedDict):
+    """`search`: the newest hits first; `more` when there are more than the limit; `complete` false
+    while the index is being built (hits may be missing then), `unindexed` the sessions not yet in."""
+
+    hits: list[SearchHit]
+    more: bool
+    complete: bool
+    unindexed: int
 
 
 # -- decoding ------------------------------------------------------------------------------------

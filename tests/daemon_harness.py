@@ -44,7 +44,7 @@ _MAX_HOME = 64
 _SCRUBBED = ("DOCPILOT_", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "XDG_RUNTIME_DIR")
 
 DAEMON_CMD = (sys.executable, "-m", "docpilotd.admin", "run")
-CLIENT_CMD = (sys.executable, "-m", "docpilotd.client.cli")
+CLIENT_CMD = (sys.executable, "-m", "docpilotd.client.entry")  # what the console script runs (the lean path first)
 
 
 def base_env(home: Path, config_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -69,11 +69,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+# The search index (derived from the sessions, written by a thread of the daemon in the background,
+# its side files changed even by readers): not stored data, so not part of a before/after tree.
+DERIVED = ("index",)
+
+
 def tree(root: Path) -> dict[str, bytes | str]:
-    """Every path under `root` with its content; directories, sockets and links by their kind."""
+    """Every path under `root` with its content; directories, sockets and links by their kind
+    (DERIVED directories left out)."""
     found: dict[str, bytes | str] = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if rel.split("/")[0] in DERIVED:
+            continue
         mode = path.lstat().st_mode
         if stat.S_ISREG(mode):
             found[rel] = path.read_bytes()

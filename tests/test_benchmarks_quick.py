@@ -32,6 +32,7 @@ ROWS: dict[str, tuple[str, ...]] = {
     "run_passthrough": ("docpilot run -- true vs true", "docpilot run passthrough of 10 MB, output to a pipe",
                         "docpilot run passthrough of 10 MB, output to a pty"),
     "generate": ("generate -t comprehensive", "generate: peak memory while rendering"),
+    "search": ("search answer time, 1,000 sessions", "search index build, 1,000 sessions"),
 }
 
 

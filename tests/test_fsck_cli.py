@@ -108,9 +108,14 @@ def test_unrecoverable_session_after_repair_exits_1(store: SessionStore, layout:
 def test_a_nonexistent_home_is_reported_without_creating_it(home: Path) -> None:
     assert not home.exists()
     result = fsck("fsck")
-    assert result.returncode == 0
-    assert "0 sessions: no sessions; healthy" in result.stdout
+    # Not "healthy": a data root that is not there is most often a mistyped DOCPILOT_HOME.
+    assert result.returncode == 4 and "healthy" not in result.stdout
+    line = one_line(result.stderr)
+    assert line.startswith("docpilotd: no data root at ") and str(home) in line
     assert not home.exists()
+    home.mkdir(parents=True)
+    result = fsck("fsck")
+    assert result.returncode == 0 and "0 sessions: no sessions; healthy" in result.stdout
 
 
 def test_a_home_that_is_a_file_is_one_error_line(home: Path) -> None:
@@ -187,6 +192,7 @@ def test_repair_while_the_lock_is_held_exits_3(store: SessionStore, layout: Layo
 def test_home_flag_overrides_the_environment(store: SessionStore, layout: Layout, tmp_path: Path) -> None:
     damaged_tree(store)
     other = tmp_path / "other-home"
+    other.mkdir()
     result = fsck("fsck", "--home", str(other))
     assert result.returncode == 0 and str(other) in result.stdout
 
@@ -196,6 +202,7 @@ def test_installed_script_runs(home: Path) -> None:
     script = Path(sys.executable).parent / "docpilotd"
     if not script.exists():
         pytest.skip("the docpilotd script is not installed beside this interpreter")
+    home.mkdir(parents=True)
     result = subprocess.run([str(script), "fsck"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "healthy" in result.stdout
     assert "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ that code, so `docpilot join` works as a plain command in a hooked shell.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,13 @@ from ..results import Status
 from .transport import Connection
 
 SCRIPTS = {"bash": "docpilot.bash", "zsh": "docpilot.zsh", "fish": "docpilot.fish"}
+
+
+def this_shell() -> tuple[str | None, str | None]:
+    """The shell whose hooks run where this client was started (DOCPILOT_SHELL, which the hooks
+    export), and the session that shell is joined to (DOCPILOT_SESSION, which `join` exports):
+    what `status` and `doctor` say about this shell."""
+    return os.environ.get("DOCPILOT_SHELL") or None, os.environ.get("DOCPILOT_SESSION") or None
 
 
 def data_root() -> Path:

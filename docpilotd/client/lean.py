@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     verb, session, as_json, words = parsed
+    as_json = as_json or wants_json(argv)
     try:
         if verb == "run":
             from types import SimpleNamespace
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int | None:
             return run.main(SimpleNamespace(command=["--", *words], session=session))  # type: ignore[arg-type]
         return _annotate(NOTE_VERBS[verb], " ".join(words), session, as_json)
     except (Exception, KeyboardInterrupt) as exc:  # reported as the full client reports it
-        return report(exc)
+        return report(exc, as_json)
 
 
 def _parse(argv: list[str]) -> tuple[str, str | None, bool, list[str]] | None:
@@ -110,10 +111,25 @@ def show_annotated(result: Any) -> None:
     """What a note verb prints: `Note added to ID: text` (the full client prints the same)."""
     from ..errors import ProtocolError
 
-    note = result.get("annotation") if isinstance(result, dict) else None
-    if not isinstance(note, dict) or not isinstance(result.get("session"), str):
-        raise ProtocolError("the daemon's reply to 'annotate' does not name the annotation and its session")
-    print(f"{note.get('annotation_type')} added to {result['session']}: {note.get('text')}")
+    # The fields shown, checked as results.decode would say it (the hot path does not import typing).
+    problem = ""
+    note: Any = None
+    if not isinstance(result, dict):
+        problem = f"result: an object expected, got {'null' if result is None else type(result).__name__}"
+    else:
+        note = result.get("annotation")
+        for key, value, kind in (("annotation", note, dict), ("session", result.get("session"), str)):
+            if value is None:
+                problem = problem or f"result: missing {key!r}"
+            elif not isinstance(value, kind):
+                problem = problem or f"result.{key}: {'an object' if kind is dict else 'a string'} expected"
+        if not problem and not all(isinstance(note.get(k), str) for k in ("annotation_type", "text")):
+            problem = "result.annotation: missing 'annotation_type' or 'text'"
+    if problem:
+        raise ProtocolError(f"the daemon's reply to 'annotate' does not fit this client ({problem}); "
+                            "are docpilot and docpilotd the same version?")
+    assert isinstance(result, dict) and isinstance(note, dict)
+    print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")
 
 
 def print_json(result: Any) -> None:
@@ -123,11 +139,29 @@ def print_json(result: Any) -> None:
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
-def report(exc: BaseException) -> int:
-    """An error as the client shows it: one line on standard error, the exit code of its kind."""
+def wants_json(argv: list[str]) -> bool:
+    """Whether --json is on the command line (before a `--`): errors are then JSON too."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word == "--json":
+            return True
+    return False
+
+
+def report(exc: BaseException, as_json: bool = False) -> int:
+    """An error as the client shows it: one line on standard error and the exit code of its kind;
+    under --json, one JSON object on standard output instead, `{"error": {"code", "message",
+    "exit_code"}}` (a script reads one stream)."""
     from ..errors import DocpilotError
 
     if isinstance(exc, DocpilotError):
+        if as_json:
+            try:
+                print_json({"error": {"code": exc.code, "message": exc.message, "exit_code": exc.exit_code}})
+                return exc.exit_code
+            except OSError:
+                pass  # no standard output: say it on standard error
         print(f"docpilot: {exc.message}", file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):

@@ -6,45 +6,66 @@ status is docpilot's (a death by signal N is 128+N, as shells say it), and only 
 (`record`: the argv shell-quoted, exit code, cwd, shell, start and duration, output). When that
 fails (no daemon, no live session, a paused one, a refusal) one line on stderr says it was not
 recorded and why; the exit status stays the command's. Nothing else is printed (`--json` changes
-nothing: standard output is the command's).
+nothing: standard output is the command's). The shell is $DOCPILOT_SHELL (the hooks export it),
+else the name of $SHELL.
 
-How it runs:
-- Standard output a terminal: on a pseudo-terminal of its own, so colours, progress bars and
-  prompts still work. The pty gets our terminal's modes and size (SIGWINCH copies the size again);
-  when standard input is that terminal and we are in its foreground, it is put in raw mode (always
-  restored: on exit, on an exception, before we stop for SIGTSTP) and what is typed is copied to
-  the command, Ctrl-C included (a character in raw mode; the pty turns it into SIGINT). Like
-  script(1), what is typed while the command runs goes to the command, and Ctrl-Z does not stop it
-  (its process group has no job control). Standard input not a terminal (`< file`) is the
-  command's as it is; standard error not a terminal (`2>log`) gets a pipe of its own. SIGINT,
-  SIGQUIT, SIGTERM or SIGHUP sent to docpilot go to the command's foreground process group. Done when the command has exited and its pty has drained (a background process that keeps
-  the pty open is left after at most half a second).
+How it runs. Either way the command is a plain child in our process group, in the foreground when
+we are, with our standard input and our controlling terminal: `run` never reads standard input.
+What is typed while the command runs stays in the terminal for whoever reads it, the command if
+it reads, else the shell after it (a line typed ahead reaches the shell, as without docpilot);
+`/dev/tty` prompts (sudo, ssh) go to the terminal itself and are never captured; the keyboard's
+Ctrl-C, Ctrl-\\ and Ctrl-Z reach the command directly.
+- Standard output a terminal: the command's standard output is a pseudo-terminal of ours, so
+  isatty(1) holds and colours and progress bars work; its standard error a second one, copied to
+  our standard error (not a terminal, `2>log`: a pipe). The ptys get the terminal's modes without
+  OPOST (our terminal already turns \\n into \\r\\n) and its window size, again on SIGWINCH (then the
+  command gets a SIGWINCH of ours too: the kernel's may come before the pty's size changed). The
+  ptys are nobody's controlling terminal: a program that wants job control on its output (an
+  interactive shell: `docpilot run -- bash`) has none.
+  Full-screen programs (curses, `tty.setraw(1)`) set modes on the terminal they write to, our pty:
+  when its mode changes (looked at before each output chunk is shown, and every MODE_POLL seconds),
+  the bits and control characters that changed (input, output and local flags) are changed on the
+  terminal of our standard input as well, while we are in its foreground; once anything was, the
+  terminal's mode from before is restored at the end (on an exception too) and before docpilot
+  stops, and what the pty holds is applied again when we continue. SIGINT and SIGQUIT from the
+  keyboard are ignored here (the command has them, it ends, we record it); Ctrl-Z stops the
+  command, and docpilot stops with the same signal once its command has stopped, so the shell's
+  job control sees the job stopped; when continued (`fg`, `bg`) it continues its command and the
+  copying goes on.
 - Otherwise (pipes, files, CI): standard output and standard error through pipes of their own, to
-  ours, captured in the order they arrive; standard input inherited. Like a pipe into `tee`, done
-  at the end of both pipes and the command's exit. SIGTERM and SIGHUP are passed on, SIGINT and
-  SIGQUIT too unless the terminal already sent them to the command (our process group is in its
-  foreground). When our standard output is closed (`| head`), the command's pipe is closed too: it
-  gets SIGPIPE as in a pipeline; SIGTERM or SIGHUP while a reader has stopped reading also ends
-  our writing (the command has the signal), so the run ends.
+  ours, captured in the order they arrive. Like a pipe into `tee`, done at the end of both pipes
+  and the command's exit. When our standard output is closed (`| head`), the command's pipe is
+  closed too: it gets SIGPIPE as in a pipeline; SIGTERM or SIGHUP while a reader has stopped
+  reading also ends our writing (the command has the signal), so the run ends.
+- Signals: SIGTERM and SIGHUP sent to docpilot are passed on to the command; SIGINT, SIGQUIT (and,
+  on a terminal, SIGTSTP) too unless the terminal sent them to the command already (our process
+  group is in its foreground). A signal ignored when docpilot started stays ignored, for the
+  command too (`nohup docpilot run -- ...`). When Ctrl-C killed the command, docpilot records it
+  (130) and then ends by SIGINT as well, as a shell expects of a program that did not handle
+  Ctrl-C itself: a loop or script around `docpilot run` stops, as it would around the command.
+- On a pty, done when the command has exited and its ptys have drained (a background process that
+  keeps a pty open is left after at most half a second).
 - The child: the same environment (DOCPILOT_SESSION as it is), SIGPIPE and SIGXFSZ back to their
   default (Python ignores them). A command that cannot start: 127 (not found) or 126, with the
-  shell's message, recorded as well.
+  shell's message, recorded as well. No pseudo-terminal to be had: pipes.
 
 What is kept: `output_max_bytes` (docpilotd's configuration: $DOCPILOT_OUTPUT_MAX_BYTES, else the
-config file's key, else 64 KiB), head and tail (docpilotd.domain.output). It is sent as captured,
-escape sequences included; the daemon removes them before it redacts and stores (a coloured secret
-is then redacted too), and caps again with its own setting.
+config file's key, else 64 KiB), head and tail (docpilotd.domain.output), of standard output and
+standard error in the order they arrive (from two ptys, lines written close together may arrive
+in either order). It is sent as captured, escape sequences included; the daemon removes them
+before it redacts and stores (a coloured secret is then redacted too), and caps again with its own
+setting. What is typed is not captured (the terminal echoes it, not the command).
 
-Invariants: the command is started at most once and its exit status is always returned; the
-terminal's mode and the signal handlers are restored before anything is printed or returned;
-memory stays within about twice the cap (domain/output.Kept) and a few reads whatever the
-output's size; nothing here imports
-msgspec or asyncio, and this module is imported only by `run` and `record --output-file`.
+Invariants: the command is started at most once and its exit status is always returned (or, after
+Ctrl-C killed it, the same death); `run` never reads standard input nor changes the terminal's
+mode except to mirror the command's pty, and restores it before anything is printed or returned;
+the signal handlers are restored likewise; memory stays within about twice the cap
+(domain/output.Kept) and a few reads whatever the output's size; nothing here imports msgspec or
+asyncio, and this module is imported only by `run` and `record --output-file`.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import os
@@ -54,16 +75,23 @@ import stat
 import sys
 import termios
 import time
-from typing import Any
 
 from ..domain.output import DEFAULT_MAX_BYTES, MAX_MAX_BYTES, Kept, assemble, halves
 from ..errors import DocpilotError, UsageError
+
+TYPE_CHECKING = False  # not typing's: `run` starts on the client's lean path (client/lean.py)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    Mode = list[Any]  # termios.tcgetattr's list, control characters as numbers (see _mode)
 
 CHUNK = 65536
 READS_PER_TURN = 16  # reads of one output before the others (and signals) get their turn
 RECORD_TIMEOUT = 10.0  # seconds to wait for the daemon's answer once the command is done
 DRAIN_QUIET = 0.05  # after the command exited: stop reading its pty after this long without output...
 DRAIN_MAX = 0.5  # ...or this long in all (a background process may keep the pty open)
+MODE_POLL = 0.1  # on a pty: a mode change with no output after it is mirrored within this long
 LIMIT_VARIABLE = "DOCPILOT_OUTPUT_MAX_BYTES"
 
 
@@ -79,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
     cwd = _cwd()
     started_us = time.time_ns() // 1000
     began = time.monotonic()
-    code = Runner(argv, kept).run()
+    runner = Runner(argv, kept)
+    code = runner.run()
     duration_ms = int((time.monotonic() - began) * 1000)
     import shlex
 
@@ -97,24 +126,39 @@ def main(args: argparse.Namespace) -> int:
             print(f"docpilot: not recorded: {why}", file=sys.stderr, flush=True)
         except OSError:
             pass  # no standard error: the exit status is still the command's
+    if runner.interrupted:
+        _end_interrupted()
     return code
+
+
+def _end_interrupted() -> None:
+    """Ctrl-C killed the command: end by SIGINT as well. A shell takes an exit status of 130 for a
+    program that handled Ctrl-C and carried on, and would go on with its loop or script."""
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)  # SIGINT blocked by whoever started us: the status is returned
 
 
 def _record(fields: dict[str, Any]) -> str | None:
     """Send the record; why it was not recorded, or None when it was."""
-    from .. import results
     from .transport import Connection
 
     try:
         with Connection(timeout=RECORD_TIMEOUT) as conn:
-            result = conn.request("record", results.Recorded, **fields)
+            # Read as sent (the lean path does not import typing for results.decode): only
+            # `skipped` is read, and only when it is a string.
+            result = conn.send("record", **fields)
     except DocpilotError as exc:
         return exc.message
     except OSError as exc:
         return exc.strerror or str(exc)
     except Exception as exc:  # never another exit status than the command's, never a traceback
         return f"{type(exc).__name__}: {exc}"
-    return result.get("skipped") or None
+    skipped = result.get("skipped") if isinstance(result, dict) else None
+    return skipped if isinstance(skipped, str) and skipped else None
 
 
 def _cwd() -> str:
@@ -134,10 +178,10 @@ def output_limit() -> int:
     value the daemon would refuse counts as the default here; the daemon names it at its start."""
     value: object = os.environ.get(LIMIT_VARIABLE) or None
     if value is None:
-        from ..paths import config_file
+        from ..where import config_file
 
         path, _ = config_file()
-        if not path.is_file():
+        if not os.path.isfile(path):
             return DEFAULT_MAX_BYTES
         try:
             import tomllib
@@ -225,7 +269,7 @@ def _isatty(fd: int) -> bool:
 
 
 def _in_foreground(fd: int) -> bool:
-    """Whether our process group is the foreground of the terminal at `fd` (we may read it)."""
+    """Whether our process group is the foreground of the terminal at `fd` (we may set its mode)."""
     try:
         return os.tcgetpgrp(fd) == os.getpgrp()
     except OSError:
@@ -233,7 +277,7 @@ def _in_foreground(fd: int) -> bool:
 
 
 def _keyboard_reaches_us() -> bool:
-    """Whether our process group is the foreground of our controlling terminal: a SIGINT from the
+    """Whether our process group is the foreground of our controlling terminal: a signal from the
     keyboard then reached the command (in our group) as well."""
     try:
         fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -252,49 +296,44 @@ def _not_started(argv0: str, exc: OSError) -> tuple[int, str]:
     return 126, f"docpilot: {argv0}: {exc.strerror or os.strerror(exc.errno or 0)}"
 
 
-def spawn(argv: list[str], fds: tuple[int, int, int], terminal: int | None = None) -> int:
-    """fork and exec `argv` with `fds` as its standard input, output and error (and, given
-    `terminal`, a new session whose controlling terminal it is); the child's pid. OSError (the
-    exec's own error) when the command could not be started; nothing is left running then."""
-    err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec went through
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child (measured by the tests from outside)
-        code = 127
-        try:
-            if terminal is not None:
-                os.setsid()
-                fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
-            moved = [fd if fd == target else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for target, fd in enumerate(fds)]
-            for target, fd in enumerate(moved):
-                if fd == target:
-                    try:
-                        os.set_inheritable(fd, True)
-                    except OSError:
-                        pass  # closed here, closed for the command too
-                else:
-                    os.dup2(fd, target)
-            for signum in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
-                if signum is not None:
-                    signal.signal(signum, signal.SIG_DFL)
-            os.execvp(argv[0], argv)
-        except OSError as exc:
-            os.write(err_w, str(exc.errno or errno.ENOEXEC).encode())
-        except BaseException:
-            os.write(err_w, str(errno.ENOEXEC).encode())
-        finally:
-            os._exit(code)
-    os.close(err_w)
-    try:
-        reported = b""
-        while chunk := os.read(err_r, 64):
-            reported += chunk
-    finally:
-        os.close(err_r)
-    if reported:
-        os.waitpid(pid, 0)
-        number = int(reported) if reported.isdigit() else errno.ENOEXEC
-        raise OSError(number, os.strerror(number))
-    return pid
+def spawn(argv: list[str], fds: tuple[int, int, int]) -> int:
+    """Start `argv` with `fds` as its standard input, output and error, in our session and process
+    group; the child's pid. OSError (the exec's own error) when the command could not be started;
+    nothing is left running then. Signals we catch are the command's default again (exec does
+    that), those ignored stay ignored, SIGPIPE and SIGXFSZ are set back to their default (Python
+    ignores them). posix_spawn (vfork and exec: about 1 ms, where a fork of this interpreter took
+    3 to 4) reports a failed exec as OSError itself."""
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds) if fd != target]
+    for target, fd in enumerate(fds):
+        if fd == target:
+            try:
+                os.set_inheritable(fd, True)
+            except OSError:
+                pass  # closed here, closed for the command too
+    defaults = [signum for signum in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if signum is not None]
+    return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsigdef=defaults)
+
+
+def _mode(fd: int) -> Mode:
+    """The terminal mode at `fd`, its control characters all numbers (tcgetattr gives VMIN and VTIME
+    as numbers in non-canonical mode only, one-byte strings otherwise: compared as they are, every
+    switch of ICANON would look like a change of both)."""
+    mode = termios.tcgetattr(fd)
+    mode[6] = [c if isinstance(c, int) else c[0] for c in mode[6]]
+    return mode
+
+
+def _with_changes(target: Mode, before: Mode, after: Mode) -> Mode:
+    """`target` with what changed from `before` to `after` changed the same way: the input, output
+    and local flags' bits, the control characters (never the hardware flags or speeds)."""
+    result = [*target[:6], list(target[6])]
+    for index in (0, 1, 3):
+        changed = before[index] ^ after[index]
+        result[index] = (target[index] & ~changed) | (after[index] & changed)
+    for index, (old, new) in enumerate(zip(before[6], after[6])):
+        if old != new:
+            result[6][index] = new
+    return result
 
 
 class _Abandoned(Exception):
@@ -302,22 +341,26 @@ class _Abandoned(Exception):
 
 
 class Runner:
-    """One run of a command: its pipes or pty, the copying, the signals (see the module docstring)."""
+    """One run of a command: its pipes or ptys, the copying, the signals, the terminal's mode (see
+    the module docstring)."""
 
     def __init__(self, argv: list[str], kept: Kept) -> None:
         self.argv = argv
         self.kept = kept
         self.pid = 0
         self.status: int | None = None  # the wait status, once reaped
-        self.opened: set[int] = set()  # our ends of its pipes and pty, closed when it is done
+        self.interrupted = False  # SIGINT from the keyboard reached us (and the command)
+        self.opened: set[int] = set()  # our ends of its pipes and ptys, closed when it is done
         self.sources: dict[int, int] = {}  # the command's output fds -> ours they are copied to
         self.broken: set[int] = set()  # our fds that refused a write: not written again
-        self.master: int | None = None  # the pty's master (pty mode)
-        self.tty: int | None = None  # our terminal whose modes and size the pty copies
-        self.forwarding = False  # copying our standard input to the pty
-        self.pending = bytearray()  # typed, not yet taken by the pty
+        self.ptys: list[int] = []  # the masters of its ptys (pty mode); the first is its stdout's
+        self.tty: int | None = None  # our terminal whose modes and size the ptys copy
+        self.real: int | None = None  # our standard input when a terminal: the pty's mode mirrored onto it
+        self.initial: Mode | None = None  # the mode the stdout pty was given
+        self.applied: Mode | None = None  # the pty's mode the real terminal shows (initial: nothing mirrored)
+        self.original: list[Any] | None = None  # the real terminal's mode before anything was mirrored
+        self.mirrored = False  # the real terminal's mode was changed: restore `original`
         self.writing = False  # in a write to our output (which a stalled reader may block)
-        self.saved_mode: list[Any] | None = None  # our terminal's mode before raw
         self.wake_r = self.wake_w = -1
         self.old_handlers: dict[int, Any] = {}
         self.old_wakeup = -1
@@ -327,14 +370,16 @@ class Runner:
     def run(self) -> int:
         """Run the command to its end; its exit status (128+N for a death by signal N)."""
         try:
-            self._catch_signals()
+            on_terminal = _isatty(1)
+            self._catch_signals(on_terminal)
             try:
-                if _isatty(1):
+                if on_terminal:
                     self._start_on_pty()
                 else:
                     self._start_with_pipes()
             except OSError as exc:
                 code, message = _not_started(self.argv[0], exc)
+                self.interrupted = False
                 self.kept.add(message.encode("utf-8", "replace") + b"\n")
                 self._restore()
                 print(message, file=sys.stderr)
@@ -348,6 +393,8 @@ class Runner:
                 self.status = os.waitpid(self.pid, 0)[1]
         assert self.status is not None
         code = os.waitstatus_to_exitcode(self.status)
+        if code != -signal.SIGINT:
+            self.interrupted = False  # the command handled Ctrl-C its own way: its status says it
         return 128 - code if code < 0 else code
 
     def _pipe(self) -> tuple[int, int]:
@@ -376,34 +423,48 @@ class Runner:
             os.set_blocking(fd, False)
 
     def _start_on_pty(self) -> None:
-        master, slave = os.openpty()
-        self.opened.update((master, slave))
+        pairs: list[tuple[int, int]] = []
+        try:
+            for _ in range(2 if _isatty(2) else 1):
+                pairs.append(os.openpty())
+                self.opened.update(pairs[-1])
+        except OSError:  # no pseudo-terminal to be had: the command runs all the same
+            for pair in pairs:
+                for fd in pair:
+                    self._close(fd)
+            self._start_with_pipes()
+            return
         self.tty = 0 if _isatty(0) else 1
-        raw = self.tty == 0 and _in_foreground(0)
+        slaves = [slave for _, slave in pairs]
         try:
             mode = termios.tcgetattr(self.tty)
-            if not raw:  # our terminal still turns \n into \r\n: the pty must not do it as well
-                mode[1] &= ~termios.OPOST
-            termios.tcsetattr(slave, termios.TCSANOW, mode)
+            mode[1] &= ~termios.OPOST  # our terminal turns \n into \r\n: the pty must not do it as well
+            for slave in slaves:
+                termios.tcsetattr(slave, termios.TCSANOW, mode)
         except termios.error:
             pass
-        self._copy_size(slave)
-        err_fd, err_r = slave, -1
-        if not _isatty(2):  # `2>log`: the command's errors go there, not to the terminal
+        for slave in slaves:
+            self._copy_size(slave)
+        self.ptys = [master for master, _ in pairs]
+        if self.tty == 0:
+            try:
+                self.original = termios.tcgetattr(0)
+                self.initial = self.applied = _mode(self.ptys[0])
+                self.real = 0
+            except termios.error:
+                pass
+        err_r = self.ptys[1] if len(pairs) > 1 else -1
+        err_fd = slaves[1] if len(pairs) > 1 else -1
+        if err_fd < 0:  # `2>log`: the command's errors go there through a pipe, not to the terminal
             err_r, err_fd = self._pipe()
         try:
-            # Our standard input a terminal: the command reads its pty (fed from ours while we are
-            # in the foreground); else it reads what we were given.
-            self.pid = spawn(self.argv, (slave if self.tty == 0 else 0, slave, err_fd), terminal=slave)
+            self.pid = spawn(self.argv, (0, slaves[0], err_fd))
         finally:
-            self._close(slave)
-            self._close(err_fd)
-        self.master = master
-        self.sources = {master: 1, **({err_r: 2} if err_r >= 0 else {})}
+            for fd in (*slaves, err_fd):
+                self._close(fd)
+        self.sources = {self.ptys[0]: 1, err_r: 2}
         for fd in self.sources:
             os.set_blocking(fd, False)
-        if raw:
-            self._raw()
 
     # -- the copying ----------------------------------------------------------------------------
 
@@ -416,28 +477,24 @@ class Runner:
             if self.status is not None:
                 if not self.sources:
                     return
-                if self.master is not None:  # the pty: what is there now, then done
+                if self.ptys:  # the ptys: what is there now, then done
                     now = time.monotonic()
                     exited_at = exited_at or now
                     if now - exited_at >= DRAIN_MAX:
                         return
                     timeout = DRAIN_QUIET
-            readable = [self.wake_r, *self.sources]
-            if self.forwarding and len(self.pending) < 4 * CHUNK:
-                readable.append(0)
-            writable = [self.master] if self.pending and self.master is not None else []
-            r, w, _ = select.select(readable, writable, [], timeout)
-            if not r and not w and timeout is not None:
-                return  # quiet since the command exited
+            elif self.real is not None:
+                timeout = MODE_POLL
+            r, _, _ = select.select([self.wake_r, *self.sources], [], [], timeout)
             if self.wake_r in r:
                 self._signals()
             for fd in r:
                 if fd in self.sources:
                     self._copy(fd)
-                elif fd == 0 and self.forwarding:
-                    self._take_input()
-            if w and self.pending:
-                self._give_input()
+            if not r:
+                if self.status is not None:
+                    return  # quiet since the command exited
+                self._mirror()
 
     def _copy(self, fd: int) -> None:
         """What `fd` has now (a few reads: a pty gives a few KiB at a time), out and kept."""
@@ -452,6 +509,8 @@ class Runner:
                 del self.sources[fd]
                 self._close(fd)
                 return
+            if fd in self.ptys:
+                self._mirror()  # the mode this output was written in, before it is shown
             self.kept.add(data)
             self._write(self.sources[fd], data, fd)
             if fd not in self.sources:
@@ -475,138 +534,151 @@ class Runner:
             except OSError as exc:
                 self.writing = False
                 self.broken.add(target)
-                if exc.errno == errno.EPIPE and self.master is None and source in self.sources:
+                if exc.errno == errno.EPIPE and not self.ptys and source in self.sources:
                     del self.sources[source]  # as in a pipeline: the command gets SIGPIPE
                     self._close(source)
 
-    def _take_input(self) -> None:
-        try:
-            data = os.read(0, CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            self.pending += data
-        else:
-            self.forwarding = False
-
-    def _give_input(self) -> None:
-        assert self.master is not None
-        try:
-            written = os.write(self.master, self.pending)
-        except BlockingIOError:
-            return
-        except OSError:  # the command is gone
-            self.pending.clear()
-            self.forwarding = False
-            return
-        del self.pending[:written]
-
     def _reap(self) -> None:
+        flags = os.WNOHANG | (os.WUNTRACED if self.ptys else 0)
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status = os.waitpid(self.pid, flags)
         except ChildProcessError:  # pragma: no cover - reaped by someone else: say it failed
             pid, status = self.pid, 1 << 8
-        if pid == self.pid:
+        if pid != self.pid:
+            return
+        if os.WIFSTOPPED(status):
+            self._stop_with(os.WSTOPSIG(status))
+        else:
             self.status = status
 
-    # -- signals and the terminal ---------------------------------------------------------------
+    # -- signals --------------------------------------------------------------------------------
 
-    def _catch_signals(self) -> None:
+    def _catch_signals(self, on_terminal: bool) -> None:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.old_handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_signal)
         self.old_wakeup = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        caught = [signal.SIGCHLD, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP]
-        if _isatty(1):
-            caught += [signal.SIGWINCH, signal.SIGTSTP]
+        caught = [signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP]
+        if on_terminal:
+            caught += [signal.SIGWINCH, signal.SIGTSTP, signal.SIGCONT]
         for signum in caught:
-            self.old_handlers[signum] = signal.signal(signum, self._on_signal)
+            # Ignored when we started (nohup, a shell's background job): ignored by the command too.
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                self.old_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """Run by Python as soon as a signal arrives, also while a write to our output blocks (a
         reader that stopped reading must not keep SIGTERM from the command); the loop is woken
-        through the wake-up fd for the rest (SIGCHLD: reap; SIGTSTP: suspend)."""
+        through the wake-up fd for the rest (SIGCHLD: reap, a stop followed; SIGCONT: mirror)."""
         if signum == signal.SIGWINCH:
-            if self.master is not None:
-                self._copy_size(self.master)
-        elif signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
-            if self.pid and self.status is None:
-                self._pass_on(signum)
+            self._copy_sizes()
+        elif signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
+            if signum in (signal.SIGTERM, signal.SIGHUP) or not _keyboard_reaches_us():
+                if self.pid and self.status is None:
+                    try:
+                        os.kill(self.pid, signum)
+                    except OSError:
+                        pass  # gone meanwhile
+            elif signum == signal.SIGINT:
+                # The keyboard's, the command's too (this may run after it was reaped already).
+                self.interrupted = True
             if self.writing and signum in (signal.SIGTERM, signal.SIGHUP):
                 raise _Abandoned  # out of the write that waits (see _write)
 
     def _signals(self) -> None:
-        """The loop's part: SIGTSTP (SIGCHLD is handled by reaping at the top of the loop)."""
+        """The loop's part: SIGCONT (SIGCHLD is handled by reaping at the top of the loop)."""
         try:
             numbers = os.read(self.wake_r, 512)
         except BlockingIOError:
             return
-        if signal.SIGTSTP in numbers:
-            self._suspend()
+        if signal.SIGCONT in numbers:
+            self._resumed()
 
-    def _pass_on(self, signum: int) -> None:
+    def _stop_with(self, signum: int) -> None:
+        """The command stopped (Ctrl-Z, SIGSTOP, SIGTTIN...): the terminal's mode as it was, and we
+        stop with the same signal, so that the shell sees its job stopped; once continued, the
+        command continues too and its pty's mode is mirrored again."""
+        self._unmirror()
+        stop = signum if signum in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU) else signal.SIGSTOP
+        previous = signal.signal(stop, signal.SIG_DFL) if stop != signal.SIGSTOP else None
         try:
-            if self.master is not None:  # the command's foreground process group on its pty
-                try:
-                    group = os.tcgetpgrp(self.master)
-                except OSError:
-                    group = self.pid
-                os.killpg(group, signum)
-            elif signum in (signal.SIGTERM, signal.SIGHUP) or not _keyboard_reaches_us():
-                os.kill(self.pid, signum)
-        except OSError:
-            pass  # gone meanwhile
-
-    def _suspend(self) -> None:
-        """SIGTSTP (sent to us; the keyboard's goes to the command): our terminal as it was, stop;
-        raw again once continued in the foreground."""
-        was_raw = self.saved_mode is not None
-        self._cooked()
-        os.kill(os.getpid(), signal.SIGSTOP)
-        if was_raw and _in_foreground(0):
-            self._raw()
-        else:
-            self.forwarding = False
-
-    def _copy_size(self, target: int) -> None:
-        if self.tty is None:
-            return
+            os.kill(os.getpid(), stop)  # delivered before this returns: here we wait to be continued
+        finally:
+            if previous is not None:
+                signal.signal(stop, previous)
         try:
-            size = fcntl.ioctl(self.tty, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(target, termios.TIOCSWINSZ, size)
+            os.kill(self.pid, signal.SIGCONT)  # `fg` continued both; someone continued us alone
         except OSError:
             pass
+        self._resumed()
 
-    def _raw(self) -> None:
+    # -- the terminal ---------------------------------------------------------------------------
+
+    def _copy_size(self, target: int) -> bool:
+        """Our terminal's size onto the pty at `target`; whether that changed it."""
+        if self.tty is None:
+            return False
         try:
-            mode = termios.tcgetattr(0)
-            raw = [*mode[:6], list(mode[6])]
-            raw[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
-            raw[1] &= ~termios.OPOST
-            raw[2] = (raw[2] & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
-            raw[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
-            raw[6][termios.VMIN] = 1
-            raw[6][termios.VTIME] = 0
-            termios.tcsetattr(0, termios.TCSANOW, raw)  # TCSANOW: what was typed ahead stays
+            size = fcntl.ioctl(self.tty, termios.TIOCGWINSZ, b"\0" * 8)
+            if fcntl.ioctl(target, termios.TIOCGWINSZ, b"\0" * 8) == size:
+                return False
+            fcntl.ioctl(target, termios.TIOCSWINSZ, size)
+        except OSError:
+            return False
+        return True
+
+    def _copy_sizes(self) -> None:
+        """SIGWINCH: the new size onto the ptys; then a SIGWINCH to the command, which had the
+        kernel's before the pty's size changed (a program that asks its standard output asks again)."""
+        changed = [self._copy_size(master) for master in self.ptys]
+        if any(changed) and self.pid and self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGWINCH)
+            except OSError:
+                pass
+
+    def _mirror(self) -> None:
+        """What the command changed in its stdout pty's mode, changed on the real terminal too."""
+        if self.real is None or self.applied is None or not self.ptys:
+            return
+        try:
+            now = _mode(self.ptys[0])
         except termios.error:
             return
-        self.saved_mode = mode
-        self.forwarding = True
+        if now == self.applied or not _in_foreground(self.real):
+            return  # unchanged; or in the background (a mode set then would stop us with SIGTTOU)
+        try:
+            current = _mode(self.real)
+            wanted = _with_changes(current, self.applied, now)
+            if wanted != current:
+                termios.tcsetattr(self.real, termios.TCSANOW, wanted)  # TCSANOW: typed-ahead input stays
+                self.mirrored = True
+        except termios.error:
+            return
+        self.applied = now
 
-    def _cooked(self) -> None:
-        if self.saved_mode is not None:
+    def _unmirror(self) -> None:
+        """The real terminal's mode as it was before anything was mirrored (if it was)."""
+        if self.mirrored and self.real is not None and self.original is not None and _in_foreground(self.real):
             try:
-                termios.tcsetattr(0, termios.TCSADRAIN, self.saved_mode)
+                termios.tcsetattr(self.real, termios.TCSANOW, self.original)
+                self.mirrored = False
             except termios.error:
                 pass
-            self.saved_mode = None
+        self.applied = self.initial
+
+    def _resumed(self) -> None:
+        """Continued (SIGCONT): the shell may have set the terminal's mode meanwhile; the pty's mode
+        is mirrored again (a change applied again is no change)."""
+        self.applied = self.initial
+        if self.status is None:
+            self._mirror()
 
     def _restore(self) -> None:
         """Our terminal's mode, signal handlers and wake-up fd as they were (idempotent)."""
-        self._cooked()
-        self.forwarding = False
+        self._unmirror()
+        self.real = None
         for signum, handler in self.old_handlers.items():
             signal.signal(signum, handler)
         self.old_handlers.clear()
@@ -615,4 +687,3 @@ class Runner:
             for fd in (self.wake_r, self.wake_w):
                 os.close(fd)
             self.wake_r = self.wake_w = -1
-

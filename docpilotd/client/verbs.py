@@ -60,7 +60,8 @@ class Verb(Generic[R]):
     its output. A verb the client answers alone (init, join, leave; run, which
     records through client/run.py) has `local` instead."""
 
-    __slots__ = ("aliases", "arguments", "deliver", "help", "local", "name", "request", "session", "show", "target")
+    __slots__ = ("aliases", "arguments", "confirm", "deliver", "help", "local", "name", "request", "session", "show",
+                 "target")
 
     def __init__(
         self,
@@ -75,6 +76,7 @@ class Verb(Generic[R]):
         target: Callable[[argparse.Namespace, R], str | None] | None = None,
         deliver: Callable[[argparse.Namespace, R, Places], int] | None = None,
         local: Callable[[argparse.Namespace], int] | None = None,
+        confirm: str | None = None,
     ) -> None:
         self.name = name
         self.help = help
@@ -86,6 +88,9 @@ class Verb(Generic[R]):
         self.target = target
         self.deliver = deliver
         self.local = local
+        # A destructive verb (it takes --dry-run and --yes): the question asked on a terminal after
+        # showing what a dry run found; None for the others.
+        self.confirm = confirm
 
 
 def ask(op: str, expect: type[R], build: Callable[[argparse.Namespace], Fields] | None = None
@@ -233,11 +238,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _restore_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("backup", help="backup name (see 'docpilot backups')")
+    p.add_argument("backup", help="backup name (see 'docpilot backups'); it names its session")
+    _destructive(p)
+
+
+def _destructive(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", "-n", action="store_true", help="show what would change, change nothing")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask (on a terminal the verb asks first)")
 
 
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-age-days", type=float, required=True)
+    p.add_argument("--max-age-days", type=_days, required=True, metavar="DAYS",
+                   help="remove stopped sessions (and their backups) older than this many days")
+    _destructive(p)
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
@@ -268,6 +281,12 @@ def _shell_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shell", choices=SHELLS, default="bash", help="print code for this shell")
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from . import doctor  # only this verb checks the setup (subprocesses, file systems)
+
+    return doctor.main(args)
+
+
 def _hooks(args: argparse.Namespace) -> int:
     from . import hooks  # only these verbs read the hook scripts
 
@@ -287,6 +306,16 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
                         "started, when every command ran under it)")
     p.add_argument("--slow", type=_seconds, metavar="SECONDS",
                    help="show how long commands took from this many seconds (default: slow_command_seconds, 5)")
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected a number of days (0 or more), not {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -338,6 +367,7 @@ def _secret(given: str | None) -> str:
 def _purge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", "-s", required=True, help="the session to delete (no default)")
     p.add_argument("--force", action="store_true", help="also a live (active or paused) session")
+    _destructive(p)
 
 
 # -- showing results -----------------------------------------------------------------------------
@@ -365,7 +395,14 @@ def _show_stopped(result: results.SessionSummary) -> None:
 
 
 def _show_restored(result: results.Restored) -> None:
-    print(_summary_line(result, f" (restored from {result['restored_from']})"))
+    if result.get("dry_run"):
+        print(_summary_line(result, f" (what restoring {result['restored_from']} would give; nothing changed)"))
+    else:
+        print(_summary_line(result, f" (restored from {result['restored_from']})"))
+    if result.get("reopened"):  # DocPilot's users were surprised by this: say it
+        verb = "would make" if result.get("dry_run") else "made"
+        print(f"docpilot: the session was stopped; this backup is of it while {result['state']}, which restoring "
+              f"{verb} it again (stop it with 'docpilot stop -s {result['id'][:8]}')", file=sys.stderr)
 
 
 def _show_annotated(result: results.Annotated) -> None:
@@ -380,18 +417,56 @@ def _show_recorded(result: results.Recorded) -> None:
 
 
 def _show_status(result: results.Status) -> None:
+    """The daemon (its log, a spool not read yet), every live session (`*`: the one session verbs
+    use without --session), and this shell: hooked or not, joined or not."""
     d = result["daemon"]
     print(f"docpilotd {d['version']} pid {d['pid']}, up {d['uptime_s']:.0f} s, {d['sessions']} sessions "
           f"({d['live_sessions']} live), durability {d['durability']}")
+    if "log" in d:
+        print(f"log: {d['log']}")
+    spool = d.get("spool")
+    if spool and spool["bytes"]:
+        print(f"spool: {spool['bytes']} bytes of commands in {spool['files']} file(s) not read yet")
     for sid, why in d["degraded"].items():
         print(f"DEGRADED {sid}: {why}")
     s = result["session"]
-    if s:
-        print(f"session {s['id']}  {s['state']}  \"{s['description']}\"")
-        print(f"  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
-              f"{s['annotations']} annotations, started {s['started_at']}")
+    live = result.get("live")
+    if live is None:  # an older daemon: the one session
+        live = [s] if s and s["state"] in ("Active", "Paused") else []
+    if s and all(other["id"] != s["id"] for other in live):
+        _show_status_session(s, "")  # named, or joined, and not live
+    if live:
+        print(f"{len(live)} live session(s) (*: the one verbs use without --session):")
     else:
         print("no live session")
+    for other in live:
+        _show_status_session(other, "* " if s and other["id"] == s["id"] else "  ")
+    print(_this_shell_line(s))
+
+
+def _show_status_session(s: results.SessionSummary, mark: str) -> None:
+    print(f"{mark}session {s['id']}  {s['state']}  \"{s['description']}\"")
+    print(f"{' ' * len(mark)}  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
+          f"{s['annotations']} annotations, started {s['started_at']}")
+
+
+def _this_shell_line(session: results.SessionStatus | None) -> str:
+    from .hooks import this_shell
+
+    shell, joined = this_shell()
+    if shell:
+        line = f"this shell: {shell} with docpilot's hooks"
+    else:
+        login = os.path.basename(os.environ.get("SHELL", ""))
+        guess = login if login in SHELLS else "bash"
+        line = (f"this shell: no docpilot hooks, its commands are not recorded "
+                f"(eval \"$(docpilot init {guess})\" in its rc file; 'docpilot doctor' checks the setup)")
+    if not joined:
+        return line + ("; its commands go to the current session" if shell else "")
+    state = session["state"] if session and session["id"].startswith(joined) else None
+    if state in (None, "Active", "Paused"):
+        return line + f"; joined to {joined}" + (f" ({state})" if state else "")
+    return line + f"; joined to {joined}, which is {state}: 'docpilot leave' follows the current session again"
 
 
 def _show_sessions(result: list[results.SessionSummary]) -> None:
@@ -445,8 +520,16 @@ def _is_edited(result: results.Annotations | results.AnnotationEdited | results.
 def _show_backups(result: results.Backups) -> None:
     if not result["backups"]:
         print(f"no backups of {result['session']}")
+    from .human import ago, size
+
     for b in result["backups"]:
-        print(f"{b['name']}  {b['time']}  {b['size']} bytes")
+        if b.get("state") is not None:
+            held = f"{b.get('state'):<8} {b.get('commands'):>6} commands {b.get('annotations'):>4} annotations"
+        elif b.get("problem"):
+            held = f"unreadable: {b.get('problem')}"
+        else:  # an older daemon: it does not say
+            held = b["time"]
+        print(f"{b['name']}  {ago(b['time']):>12}  {held}  {size(b['size'])}")
 
 
 def _show_saved(result: results.Saved) -> None:
@@ -459,7 +542,12 @@ def _show_stats(result: results.StorageStats) -> None:
 
 
 def _show_cleanup(result: results.Cleanup) -> None:
-    print(f"removed {len(result['removed_sessions'])} session(s) and {len(result['removed_backups'])} backup(s)")
+    verb = "would remove" if result.get("dry_run") else "removed"
+    print(f"{verb} {len(result['removed_sessions'])} session(s) and {len(result['removed_backups'])} backup(s)")
+    for session in result["removed_sessions"]:
+        print(f"  session {session} (its snapshot, backups and journal)")
+    for name in result["removed_backups"]:
+        print(f"  backups/{name}")
 
 
 def _show_written(result: results.Written) -> None:
@@ -479,9 +567,14 @@ def _show_redacted(result: results.Redacted) -> None:
 
 
 def _show_purged(result: results.Purged) -> None:
-    print(f"purged session {result['session']}: {len(result['removed'])} file(s) removed")
+    if result.get("dry_run"):
+        print(f"purging session {result['session']} would remove {len(result['removed'])} file(s) "
+              "(and its lines still in the spool)")
+    else:
+        print(f"purged session {result['session']}: {len(result['removed'])} file(s) removed")
+    verb = "would remove" if result.get("dry_run") else "removed"
     for name in [*result["removed"], *(f"spool/{n}" for n in result["spool_removed"])]:
-        print(f"  removed {name}")
+        print(f"  {verb} {name}")
 
 
 def _show_recovery(result: results.Recovery) -> None:
@@ -585,6 +678,27 @@ def _deliver_generated(args: argparse.Namespace, result: results.Generated, plac
     return 0
 
 
+# -- search (client/search.py, imported only by this verb) ------------------------------------------
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    from . import search
+
+    search.arguments(p)
+
+
+def _search_request(args: argparse.Namespace) -> Request[results.Search]:
+    from . import search
+
+    return search.request(args)
+
+
+def _show_search(result: results.Search) -> None:
+    from . import search
+
+    search.show(result)
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 VERBS: tuple[Verb[Any], ...] = (
@@ -609,7 +723,8 @@ VERBS: tuple[Verb[Any], ...] = (
          request=ask("annotate", results.Annotated, _annotation("warning")), show=_show_annotated),
     Verb("milestone", "add a milestone", aliases=("mile", "checkpoint"), session=LIVE, arguments=_text_argument,
          request=ask("annotate", results.Annotated, _annotation("milestone")), show=_show_annotated),
-    Verb("status", "the daemon and the current session", aliases=("info", "stat"), session=LIVE,
+    Verb("status", "the daemon and its log, every live session, and this shell (hooked? joined?)",
+         aliases=("info", "stat"), session=LIVE,
          request=ask("status", results.Status), show=_show_status),
     Verb("sessions", "all sessions with their state and counts",
          request=ask("sessions", list[results.SessionSummary]), show=_show_sessions),
@@ -622,14 +737,20 @@ VERBS: tuple[Verb[Any], ...] = (
          "docpilot run -- CMD ARGS", session=LIVE, arguments=_run_arguments, local=_run),
     Verb("backups", "backup generations of a session", session=LATEST,
          request=ask("backups", results.Backups), show=_show_backups),
-    Verb("restore", "restore a session from a backup (reversible)", session=LIVE, arguments=_restore_arguments,
-         request=ask("restore", results.Restored, lambda args: {"backup": args.backup}), show=_show_restored),
+    Verb("restore", "restore a session from a backup (reversible; --dry-run)", session=LIVE, arguments=_restore_arguments,
+         # The session: --session, else the one the backup's name names ($DOCPILOT_SESSION is not used).
+         request=ask("restore", results.Restored,
+                     lambda args: {"backup": args.backup, "session": args.session, "dry_run": args.dry_run}),
+         show=_show_restored, confirm="Restore it?"),
     Verb("recovery", "the report of the daemon's last start-up recovery",
          request=ask("recovery", results.Recovery), show=_show_recovery),
     Verb("cleanup", "remove stopped sessions and backups older than N days", arguments=_cleanup_arguments,
-         request=ask("cleanup", results.Cleanup, lambda args: {"max_age_days": args.max_age_days}),
-         show=_show_cleanup),
+         request=ask("cleanup", results.Cleanup,
+                     lambda args: {"max_age_days": args.max_age_days, "dry_run": args.dry_run}),
+         show=_show_cleanup, confirm="Remove them?"),
     Verb("stats", "storage statistics", request=ask("stats", results.StorageStats), show=_show_stats),
+    Verb("doctor", "check the setup (daemon, versions, permissions, hooks, service, spool, disk, config): one "
+         "line per check with what to do; exit 0 unless one failed", local=_doctor),
     Verb("export", "a session as DocPilot JSON (re-importable), or --format markdown", session=LATEST,
          arguments=_export_arguments, request=_export_request, target=_export_target, deliver=_deliver_export),
     Verb("import", "import a session from an exported or DocPilot JSON file", arguments=_import_arguments,
@@ -654,6 +775,11 @@ VERBS: tuple[Verb[Any], ...] = (
          show=_show_redacted),
     Verb("purge", "delete a session everywhere: snapshot, backups, journal, quarantine, spool",
          arguments=_purge_arguments,
-         request=ask("purge", results.Purged, lambda args: {"session": args.session, "force": args.force}),
-         show=_show_purged),
+         request=ask("purge", results.Purged,
+                     lambda args: {"session": args.session, "force": args.force, "dry_run": args.dry_run}),
+         show=_show_purged, confirm="Delete them for good?"),
+    # Every session unless --session is given (its own option: $DOCPILOT_SESSION does not narrow it).
+    Verb("search", "find commands, their output and annotations in every session: docpilot search certbot renew "
+         "(--failed, --since 2d, --dir DIR, --session ID, --limit N)", aliases=("find",),
+         arguments=_search_arguments, request=_search_request, show=_show_search),
 )

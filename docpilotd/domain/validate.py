@@ -50,6 +50,11 @@ def canonical_uuid(text: str) -> str:
     return f"{plain[:8]}-{plain[8:12]}-{plain[12:16]}-{plain[16:20]}-{plain[20:]}"
 
 
+# The fewest characters of an id (hyphens apart) that may name a session or an annotation: fewer
+# would too easily name the wrong one.
+MIN_ID_PREFIX = 4
+
+
 def canonical_prefix(text: str) -> str:
     """A session id or prefix as typed, in the canonical spelling's terms: lower case; hyphens
     are compared apart (`3D65A1135F` finds 3d65a113-5fa1-...)."""

@@ -4,8 +4,9 @@ Why this order: promise 3 says no request is served before recovery has finished
 says one owner. So:
 
     start:  lock  ->  pid file (--detach)  ->  recovery (repair)  ->  engine adopts sessions,
-            checkpoints what replay changed  ->  capture markers, the shell spool read  ->
-            watcher  ->  autosave  ->  bind  ->  READY=1 to systemd
+            checkpoints what replay changed  ->  capture markers, the search index's feed, the shell
+            spool read  ->  watcher  ->  autosave  ->  bind  ->  READY=1 to systemd  ->  the search
+            index's thread (it compares the index with the sessions in the background)
     serve:  until SIGTERM or SIGINT (watchdog heartbeats meanwhile)
     shut down: as below
 
@@ -16,9 +17,10 @@ running) instead of a socket that hangs during a long recovery.
 
 Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish, stop autosave, the
 watcher and the spool's timers (their tasks are owned: see tasks.py), read the spool a last time,
-final checkpoint of every changed session (shielded from cancellation), let journal flushes end,
-close the journal, remove the pid file, release the lock. SIGHUP re-reads the configuration: every
-setting but those config.RESTART_ONLY names (the data root, the log file, the rescan interval).
+final checkpoint of every changed session (shielded from cancellation), the search index's queue
+written, let journal flushes end, close the journal, remove the pid file, release the lock. SIGHUP
+re-reads the configuration: every setting but those config.RESTART_ONLY names (the data root, the
+log file, the rescan interval).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from .autosave import Autosave
 from .capture import Markers, Spool
 from .engine import Engine
 from .handlers import Context
+from .search import Indexer
 from .server import Server
 from .watcher import Watcher
 
@@ -51,10 +55,12 @@ log = logging.getLogger("docpilotd")
 
 
 class App:
-    def __init__(self, config: Config, config_file: str | None = None, pid_file: Path | None = None) -> None:
+    def __init__(self, config: Config, config_file: str | None = None, pid_file: Path | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
         self.config = config
         self.config_file = config_file
         self.pid_file = pid_file
+        self.on_ready = on_ready  # called once serving (`run --detach` tells the command that started it)
         self.layout: Layout = layout_for(config.home)
         self.lock = DataLock(self.layout.lock)
         self.stopping = asyncio.Event()
@@ -63,6 +69,7 @@ class App:
         self.watcher: Watcher | None = None
         self.autosave: Autosave | None = None
         self.spool: Spool | None = None
+        self.indexer: Indexer | None = None
 
     async def run(self) -> int:
         """The three phases: start (lock, recovery, everything up to serving), serve (until
@@ -112,6 +119,11 @@ class App:
         self.spool = Spool(engine, ctx.recorder, ctx.privacy)
         ctx.config_file = self.config_file
         ctx.spool = self.spool  # verbs read what was typed first; redact and purge remove spool files
+        # The search index follows every change from here on; it is compared with the sessions
+        # and built in its own thread once the daemon serves (never delaying readiness).
+        self.indexer = Indexer(engine)
+        self.indexer.attach()
+        ctx.search = self.indexer
         spooled = await self.spool.ingest()
         if spooled:
             log.info("recovery: %d command(s) ingested from the shell spool", spooled)
@@ -130,6 +142,9 @@ class App:
             self.layout.root, report.duration_ms, self.layout.socket,
         )
         notify.send("READY=1", f"STATUS=serving {len(engine.entries)} sessions")
+        self.indexer.start()
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def _serve(self) -> None:
         heartbeat = notify.start_watchdog(asyncio.get_running_loop())
@@ -158,6 +173,8 @@ class App:
                 log.info("final save: %d session(s) written", written)
             except DocpilotError as exc:  # the journal still holds every acknowledged change
                 log.error("final save failed: %s", exc)
+            if self.indexer is not None:
+                await self.indexer.stop()  # what it has queued is written; the rest at the next start
             await self.engine.close()
 
     def _install_signals(self) -> None:

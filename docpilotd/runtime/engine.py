@@ -36,14 +36,14 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ..config import Config
 from ..domain import changes, timestamps
 from ..domain.changes import Change
 from ..domain.model import Session, is_live, state_name
-from ..domain.validate import canonical_prefix, canonical_uuid
-from ..errors import DocpilotError, NotDurable, SessionNotFound, StorageError
+from ..domain.validate import MIN_ID_PREFIX, canonical_prefix, canonical_uuid
+from ..errors import AmbiguousId, DocpilotError, NotDurable, SessionNotFound, StorageError, UsageError
 from ..results import SessionSummary
 from ..storage import backups, journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
@@ -140,6 +140,18 @@ def summarize(session: Session) -> SessionSummary:
 _CONTENT_ONLY = (changes.RecordCommand, changes.Annotate, changes.EditAnnotation, changes.DeleteAnnotation)
 
 
+class ChangeFeed(Protocol):
+    """What follows the sessions' content as it changes (the search index, runtime/search.py).
+    Told on the loop, after a change is applied, when a session is adopted (found on disk while
+    running) and when one leaves the registry; each call returns at once (it queues)."""
+
+    def applied(self, entry: Entry, seq: int, change: Change) -> None: ...
+
+    def adopted(self, entry: Entry) -> None: ...
+
+    def forgotten(self, session_id: str) -> None: ...
+
+
 class Engine:
     def __init__(self, config: Config, store: SessionStore) -> None:
         self.config = config
@@ -154,6 +166,7 @@ class Engine:
         self.on_state_change: Callable[[], None] | None = None
         # Called (from any thread) after removed data directories were made again (the watcher).
         self.on_directories_restored: Callable[[], None] | None = None
+        self.feed: ChangeFeed | None = None  # told of every applied change (the search index)
         self.tasks = TaskSet("engine")  # journal flushes and batch syncs: awaited by close()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -172,6 +185,8 @@ class Engine:
             entry.started_ns = _started_ns(outline) if is_live(outline) else 0
             entry.checkpoint_seq = -1  # unknown until written: forces a first checkpoint if dirty
             self.entries[session_id] = entry
+            if self.feed is not None:  # found while running (the watcher); at start-up the feed is not set yet
+                self.feed.adopted(entry)
 
     async def settle_after_recovery(self, replayed_ids: set[str]) -> None:
         """Checkpoint sessions that recovery changed, then drop stopped sessions from memory."""
@@ -190,17 +205,36 @@ class Engine:
         if session_id:
             entry = self.entries.get(session_id) or self.entries.get(canonical_uuid(session_id))
             if entry is None:
-                # Case and hyphens do not matter: ids are stored in one spelling (canonical_uuid).
-                wanted = canonical_prefix(session_id)
-                matches = [e for key, e in self.entries.items() if key.replace("-", "").startswith(wanted)]
-                if len(matches) == 1 and len(wanted) >= 4:
-                    return matches[0]
-                raise SessionNotFound(f"no session {session_id!r}")
+                return self._by_prefix(session_id)
             return entry
         live = [e for e in self.entries.values() if e.pending_state in ("Active", "Paused")]
         if not live:
             raise SessionNotFound("no live session (start one with 'docpilot start \"what you are doing\"')")
         return max(live, key=lambda e: e.started_ns)
+
+    def _by_prefix(self, given: str) -> Entry:
+        """The one session whose id starts with `given` (case and hyphens do not matter: ids are
+        stored in one spelling, canonical_uuid). Too short a prefix, none or several matching:
+        an error that says which, and what to type instead."""
+        wanted = canonical_prefix(given)
+        if not wanted:
+            raise UsageError("which session? give its id or its first characters (see 'docpilot sessions')")
+        if len(wanted) < MIN_ID_PREFIX:
+            raise UsageError(f"session id {given.strip()!r} is too short: give at least {MIN_ID_PREFIX} characters "
+                             "of it (see 'docpilot sessions')")
+        matches = [e for key, e in self.entries.items() if key.replace("-", "").startswith(wanted)]
+        if not matches:
+            raise SessionNotFound(f"no session {given.strip()!r} (see 'docpilot sessions')")
+        if len(matches) > 1:
+            matches.sort(key=_recency, reverse=True)
+            listed = ", ".join(
+                f"{e.session_id} ({e.pending_state or 'unknown'}"
+                + (f", {e.summary['description'][:40]!r}" if e.summary is not None else "") + ")"
+                for e in matches[:10]
+            )
+            more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+            raise AmbiguousId(f"session id {given.strip()!r} matches {len(matches)} sessions: {listed}{more}; give more of it")
+        return matches[0]
 
     def resolve_latest(self, session_id: str | None) -> Entry:
         """For verbs that read a session: the named one, else the most recent session, live or
@@ -346,6 +380,8 @@ class Engine:
         if entry is not None and entry._writer is not None:
             entry._writer.close()
             entry._writer = None
+        if entry is not None and self.feed is not None:
+            self.feed.forgotten(session_id)
         self.degraded.pop(session_id, None)
         self._state_changed()
 
@@ -383,6 +419,8 @@ class Engine:
         entry.seq = seq
         entry.dirty = True
         entry.summary = summarize(entry.session)
+        if self.feed is not None:
+            self.feed.applied(entry, seq, change)
         if not isinstance(change, _CONTENT_ONLY) and self.on_state_change is not None:
             self.on_state_change()
 

@@ -29,8 +29,9 @@ import msgspec
 from .. import __version__, paths, results
 from .. import protocol as p
 from ..domain import changes, timestamps
-from ..domain.model import Annotation, Session, SessionMetadata
-from ..domain.validate import canonical_prefix, canonical_uuid
+from ..domain.invocation import runs_itself
+from ..domain.model import Annotation, Session, SessionMetadata, is_live, state_name
+from ..domain.validate import MIN_ID_PREFIX, canonical_prefix, canonical_uuid
 from ..errors import (
     AmbiguousId,
     AnnotationNotFound,
@@ -38,6 +39,7 @@ from ..errors import (
     DocpilotError,
     InvalidSession,
     InvalidTransition,
+    SearchUnavailable,
     SessionExists,
     SessionNotFound,
     UnknownOperation,
@@ -49,10 +51,12 @@ from ..render.view import Options as DocumentOptions
 from ..storage import backups, maintenance, snapshot
 from ..storage.maintenance import CleanupResult, StorageStats
 from ..storage.recovery import RecoveryReport
-from . import clock, privacy
+from . import clock, logplace, privacy
 from .capture.recorder import Recorder
 from .capture.spool import Spool
 from .engine import Engine, Entry
+from .engine import summarize as engine_summarize
+from .search import Indexer
 
 Handler = Callable[[Any, "Context"], Awaitable[Any]]
 log = logging.getLogger("docpilotd.handlers")
@@ -70,6 +74,7 @@ class Context:
         self.recorder = Recorder(engine, self.privacy, engine.config)
         self.spool: Spool | None = None
         self.config_file: str | None = None  # --config, when the daemon was given one (set by the app)
+        self.search: Indexer | None = None  # the search index (set by the app)
 
     def templates_dir(self) -> Path:
         """Where the user's own document templates are (see render.templates.user_dir)."""
@@ -207,15 +212,18 @@ async def record(req: p.Record, ctx: Context) -> results.Recorded:
     elif outcome.status == "private":
         result["skipped"] = "the command starts with a space: not recorded"
     elif outcome.status == "own":
-        result["skipped"] = "a docpilot command line: not recorded (record_own_commands = true records them)"
+        result["skipped"] = (
+            "a docpilot run line: not recorded (run records the command it runs)" if runs_itself(req.command)
+            else "a docpilot command line: not recorded (record_own_commands = true records them)"
+        )
     if outcome.redacted:
         result["redacted"] = outcome.redacted
     return result
 
 
 async def status(req: p.Status, ctx: Context) -> results.Status:
-    """The daemon, and the session named or the latest live one. A session whose creation is not
-    applied yet (a `start` waiting for its fsync) is answered for as a moment earlier, when it did
+    """The daemon (its log, the spool not read yet), the session named or the latest live one, and
+    every live session. A session whose creation is not applied yet (a `start` waiting for its fsync) is answered for as a moment earlier, when it did
     not exist: by name it is not found, and the latest live session is the one before it."""
     engine = ctx.engine
     result: results.Status = {
@@ -228,9 +236,12 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
             "degraded": dict(engine.degraded),
             "live_sessions": sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
             "sessions": len(engine.entries),
+            "log": logplace.describe(engine.config.log_file),
         },
         "session": None,
     }
+    if ctx.spool is not None:
+        result["daemon"]["spool"] = ctx.spool.backlog()
     try:
         entry: Entry | None = engine.resolve(req.session)
     except Exception:
@@ -244,6 +255,8 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
         entry = max(created, key=lambda e: e.started_ns, default=None)
     if entry is not None and entry.summary is not None:
         result["session"] = results.SessionStatus(**entry.summary, seq=entry.seq, unsaved=entry.dirty)
+    live = engine.find_entries(lambda e: e.summary is not None and e.pending_state in ("Active", "Paused"))
+    result["live"] = [e.summary for e in sorted(live, key=lambda e: e.started_ns) if e.summary is not None]
     return result
 
 
@@ -289,7 +302,6 @@ def _time_key(text: str) -> int:
         return 0
 
 
-MIN_ID_PREFIX = 4  # as for session ids: fewer characters would too easily name the wrong one
 
 
 def _find_annotation(session: Session, given: str) -> Annotation:
@@ -371,26 +383,37 @@ async def backups_(req: p.Backups, ctx: Context) -> results.Backups:
     found: list[maintenance.BackupInfo] = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
     return {
         "session": entry.session_id,
-        "backups": [{"name": info.name, "time": info.time, "size": info.size} for info in found],
+        # What a generation holds, or why it cannot be read: the fields that apply (as BackupInfo
+        # encodes itself: omit_defaults).
+        "backups": [cast(results.Backup, msgspec.to_builtins(info)) for info in found],
     }
 
 
 async def restore(req: p.Restore, ctx: Context) -> results.Restored:
     """Replace the session with a backup generation. Reversible: the current version becomes a
     backup at the next checkpoint, which this forces."""
-    entry = ctx.engine.resolve(req.session)
     store = ctx.engine.store
     name = Path(req.backup).name
     generation = backups.parse_name(store.layout.backups, name)
+    # Without --session: the session the backup's name names (`{id}_{time}.json`).
+    entry = ctx.engine.resolve(req.session or (generation.session_id if generation is not None else None))
     if generation is None or generation.session_id != entry.session_id or not store.ops.exists(generation.path):
         raise BackupNotFound(f"no backup {name!r} of session {entry.session_id} (see 'docpilot backups')")
     decoded = await _io(ctx, store.read, generation.path, entry.session_id)
     if not decoded.usable or decoded.session is None:
         raise InvalidSession(f"backup {name} cannot be restored: {decoded.problem or 'checksum mismatch'}")
-    await ctx.engine.full_session(entry)
-    await ctx.engine.commit(entry, changes.Replace(session=snapshot.plain_session(decoded.session), reason=f"restore {name}"))
+    restored = snapshot.plain_session(decoded.session)
+    current = await ctx.engine.full_session(entry)
+    reopened = not is_live(current) and is_live(restored)
+    if req.dry_run:
+        would: results.Restored = {**engine_summarize(restored), "restored_from": name, "reopened": reopened,
+                                   "dry_run": True}
+        return would
+    await ctx.engine.commit(entry, changes.Replace(session=restored, reason=f"restore {name}"))
     await ctx.engine.checkpoint(entry)
-    return results.Restored(**_summary(entry), restored_from=name)
+    if reopened:
+        log.info("session %s: restoring %s made it %s again", entry.session_id, name, state_name(restored.state))
+    return cast(results.Restored, {**_summary(entry), "restored_from": name, "reopened": reopened})
 
 
 async def recovery(req: p.Recovery, ctx: Context) -> RecoveryReport:
@@ -404,9 +427,12 @@ async def cleanup(req: p.Cleanup, ctx: Context) -> CleanupResult:
     engine = ctx.engine
     await engine.checkpoint_dirty()
     known = [await engine.full_session(e) for e in list(engine.entries.values()) if e.summary is not None]
-    result: CleanupResult = await _io(ctx, maintenance.cleanup, engine.store, known, req.max_age_days, time.time_ns())
-    for session_id in result.removed_sessions:
-        engine.forget(session_id)
+    result: CleanupResult = await _io(
+        ctx, maintenance.cleanup, engine.store, known, req.max_age_days, time.time_ns(), req.dry_run
+    )
+    if not req.dry_run:
+        for session_id in result.removed_sessions:
+            engine.forget(session_id)
     return result
 
 
@@ -464,12 +490,29 @@ async def generate(req: p.Generate, ctx: Context) -> results.Generated | results
 
 async def redact(req: p.Redact, ctx: Context) -> results.Redacted:
     entry = ctx.engine.resolve(req.session)
-    return await privacy.redact(ctx.engine, ctx.privacy, ctx.spool, entry, req.pattern, req.regex)
+    result = await privacy.redact(ctx.engine, ctx.privacy, ctx.spool, entry, req.pattern, req.regex)
+    if ctx.search is not None:  # the search index holds the session's text too: no trace of it left there
+        await ctx.search.scrubbed()
+    return result
 
 
 async def purge(req: p.Purge, ctx: Context) -> results.Purged:
     entry = ctx.engine.resolve(req.session)
-    return await privacy.purge(ctx.engine, ctx.spool, entry, req.force)
+    if req.dry_run:
+        return await privacy.purge_listing(ctx.engine, entry, req.force)
+    result = await privacy.purge(ctx.engine, ctx.spool, entry, req.force)
+    if ctx.search is not None:  # the session's rows are gone from the search index, and every trace of them
+        await ctx.search.scrubbed()
+    return result
+
+
+async def search(req: p.Search, ctx: Context) -> results.Search:
+    """Commands, outputs and annotations of every session (runtime/search.py); what was typed
+    before it is in first."""
+    if ctx.search is None:
+        raise SearchUnavailable("the search index is not running in this daemon")
+    await ctx.take_spooled()
+    return await ctx.search.search(req)
 
 
 async def import_(req: p.Import, ctx: Context) -> results.SessionSummary:
@@ -501,7 +544,7 @@ HANDLERS: dict[type, Handler] = {
     p.Annotations: annotations_, p.EditAnnotation: edit_annotation, p.DeleteAnnotation: delete_annotation,
     p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
-    p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.Purge: purge,
+    p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.Purge: purge, p.Search: search,
 }
 
 

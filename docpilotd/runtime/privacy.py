@@ -148,12 +148,24 @@ def _file_holds(scrubber: scrub.Scrubber, path: Any) -> bool:
         return False
 
 
-async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: bool) -> results.Purged:
+def _may_purge(entry: Entry, force: bool) -> None:
     state = entry.pending_state or (entry.summary["state"] if entry.summary is not None else "")
     if state in ("Active", "Paused") and not force:
         raise InvalidTransition(
             f"session {entry.session_id} is {state}: stop it first, or purge it anyway with --force"
         )
+
+
+async def purge_listing(engine: Engine, entry: Entry, force: bool) -> results.Purged:
+    """`purge --dry-run`: the files purge would remove (spool lines are found only when purging)."""
+    _may_purge(entry, force)
+    loop = asyncio.get_running_loop()
+    files = await loop.run_in_executor(engine.pool, scrub.purge_listing, engine.store, entry.session_id)
+    return {"session": entry.session_id, "removed": files, "spool_removed": [], "dry_run": True}
+
+
+async def purge(engine: Engine, spool: SpoolFiles | None, entry: Entry, force: bool) -> results.Purged:
+    _may_purge(entry, force)
     try:
         session: Session | None = await engine.full_session(entry)
     except DocpilotError:

@@ -1,4 +1,5 @@
-"""`docpilotd service install|uninstall|status`: docpilotd as a per-user service.
+"""`docpilotd service install|uninstall|status`: docpilotd as a per-user service (and the
+service-manager side of `docpilotd stop`: `main_pid`, `stop`).
 
 Linux: a systemd user unit `docpilotd.service` (Type=notify, restarted on failure, watchdog), and
 with `--socket` a `docpilotd.socket` unit for socket activation, in `$XDG_CONFIG_HOME/systemd/user/`
@@ -45,9 +46,9 @@ from .systemd import render_socket, render_unit, systemd_command_line
 
 __all__ = [
     "LABEL", "MARKER", "RUNTIME_SOCKET", "SOCKET_UNIT", "UNIT", "Platform", "Runner", "Target", "ToolResult",
-    "daemon_command", "detect_platform", "examples", "install", "installed_command", "is_ours", "render_plist",
-    "render_socket", "render_unit", "rendered", "run_tool", "status", "systemd_command_line", "this_target",
-    "uninstall",
+    "daemon_command", "detect_platform", "examples", "install", "installed_command", "is_ours", "main_pid",
+    "render_plist", "render_socket", "render_unit", "rendered", "run_tool", "status", "stop", "systemd_command_line",
+    "this_target", "uninstall",
 ]
 
 
@@ -89,6 +90,21 @@ def status(target: Target, out: TextIO) -> int:
     if target.platform == "launchd":
         return launchd.status(target, out)
     return systemd.status(target, out)
+
+
+def main_pid(target: Target) -> int | None:
+    """The pid the service manager runs docpilotd as, or None (`docpilotd stop` asks, to stop a
+    service through its manager, which would otherwise see a failure or start it again)."""
+    if target.platform == "launchd":
+        return launchd.main_pid(target)
+    return systemd.main_pid(target)
+
+
+def stop(target: Target) -> str:
+    """Stop the service through its manager; returns what was done, in words."""
+    if target.platform == "launchd":
+        return launchd.stop(target)
+    return systemd.stop(target)
 
 
 def installed_command(target: Target) -> list[str] | None:

@@ -143,3 +143,23 @@ def status(target: Target, out: TextIO) -> int:
     pid = f", pid {values['pid']}" if "pid" in values else ""
     out.write(f"{LABEL}: loaded, {state}{pid}; log: {target.log_file}\n")
     return 0 if state == "running" else 1
+
+
+def main_pid(target: Target) -> int | None:
+    """The pid launchd runs the agent as; None when it does not (not loaded, not running, or no
+    GUI domain to ask)."""
+    shown = _launchctl(target, "print", f"{target.domain}/{LABEL}")
+    if shown.code != 0:
+        return None
+    for line in shown.out.splitlines():
+        key, sep, value = line.strip().partition(" = ")
+        if sep and key == "pid" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def stop(target: Target) -> str:
+    """SIGTERM through launchd (KeepAlive restarts only after an unsuccessful exit, so the clean
+    exit that follows stays stopped until the next login or `launchctl kickstart`)."""
+    check(_launchctl(target, "kill", "SIGTERM", f"{target.domain}/{LABEL}"), f"stop {LABEL}")
+    return f"asked launchd to stop {LABEL} (it starts again at the next login)"

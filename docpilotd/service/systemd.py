@@ -246,3 +246,24 @@ def status(target: Target, out: TextIO) -> int:
         line += f": {values['StatusText']}"
     out.write(line + "\n")
     return 0 if active == "active" else 1
+
+
+def main_pid(target: Target) -> int | None:
+    """The pid the user manager runs docpilotd.service as; None when it does not (inactive, not
+    installed, or no manager to ask)."""
+    shown = _systemctl(target, "show", UNIT, "--property=MainPID")
+    if shown.code != 0:
+        return None
+    values = dict(line.split("=", 1) for line in shown.out.splitlines() if "=" in line)
+    pid = values.get("MainPID", "0").strip()
+    return int(pid) if pid.isdigit() and pid != "0" else None
+
+
+def stop(target: Target) -> str:
+    """`systemctl --user stop docpilotd.service` (it returns once docpilotd has exited); says so,
+    and whether the socket unit still listens (the next client then starts docpilotd again)."""
+    check(_systemctl(target, "stop", UNIT), f"stop {UNIT}")
+    listening = _systemctl(target, "is-active", SOCKET_UNIT).out.strip() == "active"
+    note = (f"; {SOCKET_UNIT} still listens, so the next client starts it again "
+            f"(systemctl --user stop {SOCKET_UNIT} stops that too)") if listening else ""
+    return f"stopped {UNIT} through systemd (systemctl --user start docpilotd starts it again){note}"

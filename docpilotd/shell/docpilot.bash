@@ -6,6 +6,7 @@
 # recorded (HISTCONTROL). The text comes from history, so the hook turns on `lithist`: a multi-line
 # command is kept with its newlines, as typed (`shopt -u lithist` after this line keeps bash's
 # default, which joins the lines with "; ").
+export DOCPILOT_SHELL=bash  # `docpilot run` records the shell it was typed in
 __docpilot_spool=__DOCPILOT_SPOOL__
 __docpilot_active=__DOCPILOT_ACTIVE__
 if [[ -z ${__docpilot_instance-} ]]; then

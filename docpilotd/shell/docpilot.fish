@@ -4,6 +4,7 @@
 # ran in go to the spool with builtins only. The session is the joined one ($DOCPILOT_SESSION), else
 # the one the `current` marker names; nothing is sent unless that session is Active. A command
 # starting with a space is not recorded.
+set -gx DOCPILOT_SHELL fish # `docpilot run` records the shell it was typed in
 set -g __docpilot_spool __DOCPILOT_SPOOL__
 set -g __docpilot_active __DOCPILOT_ACTIVE__
 if not set -q __docpilot_instance

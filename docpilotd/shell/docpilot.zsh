@@ -4,6 +4,7 @@
 # session is the joined one ($DOCPILOT_SESSION), else the one the `current` marker names; nothing
 # is sent unless that session is Active. A command starting with a space is not recorded.
 zmodload zsh/datetime 2>/dev/null
+export DOCPILOT_SHELL=zsh  # `docpilot run` records the shell it was typed in
 typeset -g __docpilot_spool=__DOCPILOT_SPOOL__
 typeset -g __docpilot_active=__DOCPILOT_ACTIVE__
 if [[ -z ${__docpilot_instance-} ]]; then

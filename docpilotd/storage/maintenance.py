@@ -16,18 +16,24 @@ from pathlib import Path
 import msgspec
 
 from ..domain import timestamps
-from ..domain.model import Session, is_live
-from ..errors import InvalidSession, StorageError, UsageError
+from ..domain.model import Session, is_live, state_name
+from ..errors import DocpilotError, InvalidSession, StorageError, UsageError
 from . import backups, journal, snapshot
 from .atomic import storage_error, write_atomic
 from .fsops import OsFileOps
 from .store import SessionStore
 
 
-class BackupInfo(msgspec.Struct):
+class BackupInfo(msgspec.Struct, omit_defaults=True):
     name: str
     time: str
     size: int
+    # What the generation holds (read from it): its state, counts and whether it verifies; None
+    # when it cannot be read (then `problem` says why).
+    state: str | None = None
+    commands: int | None = None
+    annotations: int | None = None
+    problem: str | None = None
 
 
 class StorageStats(msgspec.Struct):
@@ -42,17 +48,31 @@ class StorageStats(msgspec.Struct):
 class CleanupResult(msgspec.Struct):
     removed_sessions: list[str]
     removed_backups: list[str]
+    dry_run: bool = False  # what would be removed: nothing was
 
 
 def backup_info(store: SessionStore, session_id: str) -> list[BackupInfo]:
-    """Generations of one session, newest first."""
+    """Generations of one session, newest first, each read to say what it holds (a handful of
+    files: `backups_kept`)."""
     found: list[BackupInfo] = []
     for backup in reversed(backups.for_session(store.ops, store.layout.backups, session_id, store.owner_uid)):
         try:
             size = store.ops.stat(backup.path).st_size
         except OSError:
             continue
-        found.append(BackupInfo(name=backup.name, time=timestamps.format_ns(backup.ns), size=size))
+        info = BackupInfo(name=backup.name, time=timestamps.format_ns(backup.ns), size=size)
+        try:
+            decoded = store.read(backup.path, session_id)
+        except DocpilotError as exc:
+            info.problem = exc.message
+        else:
+            if decoded.session is not None and decoded.usable:
+                info.state = state_name(decoded.session.state)
+                info.commands = len(decoded.session.commands)
+                info.annotations = len(decoded.session.annotations)
+            else:
+                info.problem = decoded.problem or "does not verify"
+        found.append(info)
     return found
 
 
@@ -98,9 +118,10 @@ def _names(store: SessionStore, directory: Path) -> list[str]:
 
 
 def cleanup(
-    store: SessionStore, sessions: Iterable[Session], max_age_days: float, now_ns: int
+    store: SessionStore, sessions: Iterable[Session], max_age_days: float, now_ns: int, dry_run: bool = False
 ) -> CleanupResult:
-    """Remove old stopped sessions and old backups of sessions that are not live.
+    """Remove old stopped sessions and old backups of sessions that are not live (`dry_run`:
+    only say which).
 
     `sessions` is every known session (the daemon passes its registry), so the decision never
     rests on a file that might be stale.
@@ -114,7 +135,8 @@ def cleanup(
             live.add(session.id)
             continue
         if timestamps.parse_ns(session.updated_at) < cutoff:
-            remove_session_files(store, session.id)
+            if not dry_run:
+                remove_session_files(store, session.id)
             removed_sessions.append(session.id)
     by_session, _ = backups.scan(store.ops, store.layout.backups)
     for session_id, generations in by_session.items():
@@ -122,10 +144,25 @@ def cleanup(
             continue
         for backup in generations:
             if backup.ns < cutoff:
-                unlink_file(store, backup.path)
+                if not dry_run:
+                    unlink_file(store, backup.path)
                 removed_backups.append(backup.name)
-    sync_dir(store, store.layout.backups)
-    return CleanupResult(removed_sessions=removed_sessions, removed_backups=removed_backups)
+    if not dry_run:
+        sync_dir(store, store.layout.backups)
+    return CleanupResult(removed_sessions=removed_sessions, removed_backups=removed_backups, dry_run=dry_run)
+
+
+def session_files(store: SessionStore, session_id: str) -> list[str]:
+    """What `remove_session_files` would remove (relative to the root), removing nothing."""
+    found = [f"backups/{backup.name}" for backup in backups.for_session(store.ops, store.layout.backups, session_id)]
+    found += [f"journal/{segment.name}" for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id)]
+    main = store.layout.session_file(session_id)
+    try:
+        if not stat.S_ISDIR(store.ops.stat(main).st_mode):
+            found.append(f"sessions/{main.name}")
+    except OSError:
+        pass
+    return found
 
 
 def remove_session_files(store: SessionStore, session_id: str) -> list[str]:
@@ -203,6 +240,10 @@ def read_import_file(path: Path) -> bytes:
     try:
         # O_NONBLOCK: opening a FIFO that has no writer must not wait for one.
         fd = os.open(path.expanduser(), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as exc:
+        # The user named a file that is not there or not theirs to read: a usage mistake, not
+        # a storage failure of the daemon's.
+        raise UsageError(f"cannot import {path}: {exc.strerror or exc}") from None
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

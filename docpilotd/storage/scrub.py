@@ -198,6 +198,14 @@ def scrub_files(
     return report
 
 
+def purge_listing(store: SessionStore, session_id: str) -> list[str]:
+    """What `purge_files` would remove (relative to the root), removing nothing."""
+    from .maintenance import session_files
+
+    found = [_relative(store, path) for path in [*quarantined_files(store, session_id), *stale_temp_files(store, session_id)]]
+    return found + session_files(store, session_id)
+
+
 def purge_files(store: SessionStore, session_id: str) -> list[str]:
     """Delete every file of the session; returns what was removed (relative to the root)."""
     removed: list[str] = []

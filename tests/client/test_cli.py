@@ -53,6 +53,12 @@ VERBS_WITHOUT_DAEMON = [
 @pytest.mark.parametrize("args", VERBS_WITHOUT_DAEMON, ids=lambda a: a[0])
 def test_daemon_not_running_exit_3_with_a_hint(daemons: DaemonFactory, args: tuple[str, ...]) -> None:
     d = daemons(start=False)
+    if "--json" in args:  # the error as a JSON object on standard output, nothing on standard error
+        rc, out, err = _run(d, *args)
+        assert rc == NOT_RUNNING and err == "", err
+        error = json.loads(out)["error"]
+        assert error["code"] == "daemon_not_running" and "docpilotd run" in error["message"], error
+        return
     err = _fails(d, NOT_RUNNING, *args)
     assert "not running" in err and "docpilotd run" in err, err
 
@@ -187,7 +193,7 @@ def test_import_refuses_invalid_files(daemon: Daemon, tmp_path: Path) -> None:
     for content in ("", "not json", '{"id": "x"}', json.dumps({"description": "no id"})):
         bad.write_text(content)
         _fails(daemon, INVALID, "import", str(bad))
-    _fails(daemon, 10, "import", str(tmp_path / "missing.json"))
+    _fails(daemon, 2, "import", str(tmp_path / "missing.json"))
     assert _json(daemon, "sessions") == []
 
 
@@ -231,7 +237,7 @@ def test_human_output_is_readable(daemon: Daemon) -> None:
 def test_undecodable_bytes_in_arguments_get_a_clear_error(daemon: Daemon) -> None:
     _ok(daemon, "start", "Bytes from a shell")
     done = subprocess.run(
-        [sys.executable, "-m", "docpilotd.client.cli", "note", b"caf\xe9 latin-1"],  # type: ignore[list-item]
+        [sys.executable, "-m", "docpilotd.client.entry", "note", b"caf\xe9 latin-1"],  # type: ignore[list-item]
         env=daemon.env(), capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
     )
     err = done.stderr.decode("utf-8", "replace")

@@ -140,6 +140,7 @@ EXPECTED: dict[str, Any] = {
     "cleanup": results.Cleanup, "stats": results.StorageStats,
     "export": results.SessionDocument | results.MarkdownExport, "import": results.SessionSummary,
     "generate": results.Generated | results.Written, "templates": results.Templates, "redact": results.Redacted, "purge": results.Purged,
+    "search": results.Search,
 }
 
 
@@ -183,6 +184,8 @@ def test_every_request_types_reply_from_a_real_daemon_decodes(daemon: Daemon, tm
     call("generate", "markdown", session=first, template="github", relative_to="", slow_seconds=0.5)
     call("templates", "templates", "default", "directory")
     call("generate", "path", session=first, output=str(tmp_path / "older-client.md"))
+    call("search", "hits", text="ls")
+    call("search", "more", text="ls", limit=1, failed=False, since="2000-01-01T00:00:00Z", dir="/w", session=first)
     call("redact", session=first, pattern="why")
     call("restore", "restored_from", session=first, backup=daemon.call("backups", session=first)["backups"][-1]["name"])
     call("stop", session=first)
@@ -205,7 +208,7 @@ def _json_args(verb: verbs.Verb[Any], tmp_path: Path, sid: str) -> list[str]:
         "record": ["record", "--exit-code", "1", "--", "make"], "cleanup": ["cleanup", "--max-age-days", "0"],
         "export": ["export", "--format", "markdown"], "import": ["import", str(tmp_path / "exported.json")],
         "redact": ["redact", "hunter2"], "purge": ["purge", "--session", sid, "--force"],
-        "restore": ["restore", "BACKUP"],
+        "restore": ["restore", "BACKUP"], "search": ["search", "hunter2"],
     }
     return given.get(verb.name, [verb.name])
 
@@ -215,7 +218,7 @@ def test_every_verb_shows_what_it_decoded_from_a_real_daemon(daemon: Daemon, tmp
     as the daemon sent it, decoding into the type the verb's request names."""
     order = ["start", "note", "explain", "warn", "milestone", "annotate", "record", "status", "sessions", "show",
              "annotations", "save", "backups", "restore", "pause", "resume", "recovery", "stats", "export",
-             "generate", "templates", "redact", "stop", "cleanup", "import", "purge"]
+             "generate", "templates", "search", "redact", "stop", "cleanup", "import", "purge"]
     daemon_verbs = [v for v in verbs.VERBS if v.request is not None]
     assert sorted(order) == sorted(v.name for v in daemon_verbs), "a verb this walk does not try"
     sid = daemon.call("start", description="before the walk", cwd="/w")["id"]
@@ -318,6 +321,10 @@ def test_a_reply_that_does_not_fit_is_exit_8_and_one_line(fake: Callable[..., Da
     d = fake(lambda request: {"id": request.get("id"), "ok": True, "result": result})
     rc, out, err = d.client(*args)
     assert rc == PROTOCOL_ERROR, (rc, out, err)
+    if "--json" in args:  # the error as a JSON object on standard output
+        error = json.loads(out)["error"]
+        assert error["code"] == "bad_request" and says in error["message"] and err == "", (out, err)
+        return
     assert err.startswith("docpilot: the daemon's reply to '") and len(err.strip().splitlines()) == 1, err
     assert says in err and "Traceback" not in err and out == "", err
 

@@ -106,6 +106,22 @@ def test_sigterm_to_docpilot_reaches_the_command_and_the_run_is_still_recorded(d
     assert command["exit_code"] == 143 and command["output"] == "ready\n"
 
 
+def _ignoring_hup_and_int() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup does
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for a job in the background of a script
+
+
+def test_a_signal_ignored_when_docpilot_starts_stays_ignored_for_the_command(daemon: Daemon) -> None:
+    daemon.call("start", description="nohup")
+    script = "import signal; print([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGHUP, signal.SIGINT)])"
+    argv = [*CLIENT_CMD, "run", "--", sys.executable, "-c", script]
+    ignoring = subprocess.run(argv, env=daemon.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                              preexec_fn=_ignoring_hup_and_int)
+    plain = subprocess.run(argv, env=daemon.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert (ignoring.returncode, ignoring.stdout) == (0, b"[True, True]\n"), ignoring.stderr
+    assert (plain.returncode, plain.stdout) == (0, b"[False, False]\n"), plain.stderr
+
+
 def test_our_standard_output_closed_gives_the_command_sigpipe_as_in_a_pipeline(daemon: Daemon) -> None:
     sid = daemon.call("start", description="head")["id"]
     proc = subprocess.Popen([*CLIENT_CMD, "run", "--", "yes"], env=daemon.env(), stdin=subprocess.DEVNULL,
@@ -232,6 +248,15 @@ def test_a_secret_in_the_output_is_redacted_everywhere_it_is_stored(daemon: Daem
     assert holding == [], f"the token is stored in {holding}"
 
 
+def test_a_docpilot_run_line_sent_to_record_is_skipped_with_the_reason_that_holds(daemon: Daemon) -> None:
+    sid = daemon.call("start", description="own lines")["id"]
+    reply = daemon.call("record", session=sid, command="docpilot run -- make", exit_code=0, cwd="/w")
+    assert reply["skipped"] == "a docpilot run line: not recorded (run records the command it runs)"
+    reply = daemon.call("record", session=sid, command="docpilot note hello", exit_code=0, cwd="/w")
+    assert "record_own_commands = true records them" in reply["skipped"]
+    assert _commands(daemon, sid) == []
+
+
 # -- record --output-file ---------------------------------------------------------------------------
 
 
@@ -353,47 +378,132 @@ def on_pty() -> Any:
 
 PTY_CHILD = """
 import os, sys
-print(sys.stdin.isatty(), sys.stdout.isatty(), sys.stderr.isatty(), os.get_terminal_size())
+print(sys.stdin.isatty(), sys.stdout.isatty(), sys.stderr.isatty(), os.get_terminal_size(1), os.get_terminal_size(2))
 print("\\033[31mred\\033[0m", flush=True)
+print("\\033[33mwarning\\033[0m", file=sys.stderr, flush=True)
 print("answer:", input("question? "))
 sys.exit(4)
 """
 
 
-def test_on_a_terminal_the_command_gets_a_pty_colours_pass_and_the_mode_is_restored(daemon: Daemon, on_pty: Any) -> None:
+def test_on_a_terminal_the_command_writes_to_ptys_colours_pass_and_reads_the_terminal(daemon: Daemon, on_pty: Any) -> None:
     sid = daemon.call("start", description="pty")["id"]
     terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", sys.executable, "-c", PTY_CHILD], rows=33, cols=101)
     terminal.wait_for(b"question? ")
-    terminal.type(b"forty-two\r")
+    terminal.type(b"forty-two\r")  # the terminal's own line: the command reads it there
     assert terminal.finish() == 4
     shown = bytes(terminal.output)
-    assert b"True True True os.terminal_size(columns=101, lines=33)" in shown, shown
-    assert b"\x1b[31mred\x1b[0m" in shown, "colours reach the terminal as they are"
-    assert b"answer: forty-two" in shown, "what is typed reaches the command"
+    size = b"os.terminal_size(columns=101, lines=33)"
+    assert b"True True True " + size + b" " + size in shown, shown
+    assert b"\x1b[31mred\x1b[0m\r\n" in shown and b"\x1b[33mwarning\x1b[0m\r\n" in shown, "colours, one \\r per line"
+    assert b"question? forty-two\r\nanswer: forty-two\r\n" in shown, "typed on the terminal, read by the command"
     assert termios.tcgetattr(terminal.slave) == terminal.mode, "the terminal's mode is as it was"
     command = _only_command(daemon, sid)
     assert command["exit_code"] == 4
-    assert "red\r\n" in command["output"] and "\x1b" not in command["output"], "stored without escape sequences"
-    assert "question? forty-two\r\nanswer: forty-two" in command["output"]
+    output = command["output"]
+    assert "red\n" in output and "warning\n" in output and "\x1b" not in output, "stored without escape sequences"
+    assert "question? " in output and "answer: forty-two\n" in output
+    assert "forty-two\n" not in output.replace("answer: forty-two\n", ""), "what is typed is the terminal's, not captured"
 
 
-def test_on_a_terminal_ctrl_c_reaches_the_command_and_a_resize_is_passed_on(daemon: Daemon, on_pty: Any) -> None:
-    sid = daemon.call("start", description="pty signals")["id"]
-    script = ("import os, signal, time\n"
-              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
-              "print('size', tuple(os.get_terminal_size()), flush=True)\n"
-              "signal.sigwait({signal.SIGWINCH})\n"
-              "print('resized', tuple(os.get_terminal_size()), flush=True)\n"
-              "time.sleep(60)\n")
-    terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", sys.executable, "-c", script], rows=24, cols=80)
-    terminal.wait_for(b"size (80, 24)")
-    terminal.resize(40, 120)  # the kernel sends SIGWINCH to docpilot, the terminal's foreground
-    terminal.wait_for(b"resized (120, 40)")
-    terminal.type(b"\x03")  # Ctrl-C: a character in raw mode, SIGINT on the command's own pty
-    assert terminal.finish() == 128 + signal.SIGINT
+def test_on_a_terminal_ctrl_c_ends_the_command_and_docpilot_records_it_then_ends_the_same_way(
+    daemon: Daemon, on_pty: Any
+) -> None:
+    sid = daemon.call("start", description="ctrl-c")["id"]
+    terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", "sh", "-c", "echo ready; exec sleep 60"])
+    terminal.wait_for(b"ready\r\n")
+    terminal.type(b"\x03")  # Ctrl-C: the terminal sends SIGINT to its foreground, docpilot and the command
+    assert terminal.finish() == -signal.SIGINT, "docpilot ends by SIGINT too, as a shell expects (a loop stops)"
     assert termios.tcgetattr(terminal.slave) == terminal.mode
     command = _only_command(daemon, sid)
-    assert command["exit_code"] == 130 and "resized (120, 40)" in command["output"]
+    assert command["exit_code"] == 130 and command["output"] == "ready\n", "recorded all the same"
+
+
+def test_on_a_terminal_a_command_that_handles_ctrl_c_gives_its_own_status(daemon: Daemon, on_pty: Any) -> None:
+    sid = daemon.call("start", description="handled")["id"]
+    script = ("import sys, time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\n"
+              "except KeyboardInterrupt:\n    print('cleaned up', flush=True)\n    sys.exit(3)\n")
+    terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", sys.executable, "-c", script])
+    terminal.wait_for(b"ready\r\n")
+    terminal.type(b"\x03")
+    assert terminal.finish() == 3, "docpilot survived Ctrl-C and returns the command's status"
+    command = _only_command(daemon, sid)
+    assert command["exit_code"] == 3 and command["output"] == "ready\ncleaned up\n"
+
+
+def test_on_a_terminal_sigterm_to_docpilot_reaches_the_command(daemon: Daemon, on_pty: Any) -> None:
+    sid = daemon.call("start", description="sigterm on a pty")["id"]
+    terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", sys.executable, "-c",
+                               "import time; print('ready', flush=True); time.sleep(60)"])
+    terminal.wait_for(b"ready\r\n")
+    terminal.proc.send_signal(signal.SIGTERM)
+    assert terminal.finish() == 128 + signal.SIGTERM
+    assert _only_command(daemon, sid)["exit_code"] == 143
+
+
+def test_on_a_terminal_a_resize_reaches_the_ptys_and_the_command(daemon: Daemon, on_pty: Any) -> None:
+    sid = daemon.call("start", description="resize")["id"]
+    script = ("import os, signal\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
+              "print('size', tuple(os.get_terminal_size(1)), flush=True)\n"
+              "while tuple(os.get_terminal_size(1)) != (120, 40):\n"
+              "    signal.sigwait({signal.SIGWINCH})\n"
+              "print('resized', tuple(os.get_terminal_size(1)), tuple(os.get_terminal_size(2)), flush=True)\n")
+    terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", sys.executable, "-c", script], rows=24, cols=80)
+    terminal.wait_for(b"size (80, 24)")
+    # The kernel sends SIGWINCH to the terminal's foreground, docpilot and the command; docpilot
+    # copies the size to the ptys and sends the command one more, after that.
+    terminal.resize(40, 120)
+    terminal.wait_for(b"resized (120, 40) (120, 40)")
+    assert terminal.finish() == 0
+    assert "resized (120, 40)" in _only_command(daemon, sid)["output"]
+
+
+RAW_CHILD = """
+import os, sys, termios, tty
+cooked = termios.tcgetattr(1)
+tty.setraw(1)  # as a full-screen program does: on the terminal it writes to, the pty
+os.write(1, b"raw\\r\\n")
+key = os.read(0, 1)  # from the real terminal
+termios.tcsetattr(1, termios.TCSADRAIN, cooked)
+os.write(1, b"key %r, cooked\\n" % key)
+line = sys.stdin.readline()
+termios.tcsetattr(1, termios.TCSADRAIN, termios.tcgetattr(1)[:3] + [cooked[3] & ~termios.ECHO] + cooked[4:])
+os.write(1, b"line %r, silent\\n" % line)
+"""
+
+
+def test_on_a_terminal_a_full_screen_programs_mode_is_mirrored_and_the_terminals_restored(
+    daemon: Daemon, on_pty: Any
+) -> None:
+    sid = daemon.call("start", description="raw")["id"]
+    terminal = on_pty(daemon, [*CLIENT_CMD, "run", "--", sys.executable, "-c", RAW_CHILD])
+    terminal.wait_for(b"raw\r")
+    mode = termios.tcgetattr(terminal.slave)
+    assert not mode[3] & (termios.ICANON | termios.ECHO | termios.ISIG), "the real terminal is raw while the program is"
+    assert mode[1] == terminal.mode[1] and mode[2] == terminal.mode[2], "its output and hardware flags are left as they were"
+    terminal.type(b"x")  # no Enter: a raw read takes one key, unechoed
+    terminal.wait_for(b"cooked")
+    terminal.type(b"a line\r")  # canonical again: the line as typed, echoed by the terminal
+    terminal.wait_for(b"silent")
+    # The program left its pty without echo: mirrored, and restored when it ended.
+    assert terminal.finish() == 0
+    shown = bytes(terminal.output)
+    assert re.search(rb"raw\r+\nkey b'x', cooked\r\na line\r\nline 'a line\\n', silent\r\n", shown), shown
+    assert termios.tcgetattr(terminal.slave) == terminal.mode, "the terminal's mode is as it was"
+    assert _only_command(daemon, sid)["exit_code"] == 0
+
+
+def test_on_a_terminal_with_input_from_a_file_the_command_reads_the_file(daemon: Daemon, on_pty: Any, tmp_path: Path) -> None:
+    sid = daemon.call("start", description="<file")["id"]
+    given = tmp_path / "input"
+    given.write_text("from the file\n")
+    script = f"exec {shlex.join(CLIENT_CMD)} run -- sh -c 'read line; echo \"read: $line\"' <'{given}'"
+    terminal = on_pty(daemon, ["sh", "-c", script])
+    assert terminal.finish() == 0
+    assert b"read: from the file\r\n" in terminal.output
+    assert _only_command(daemon, sid)["output"] == "read: from the file\n"
+    assert termios.tcgetattr(terminal.slave) == terminal.mode
 
 
 def test_on_a_terminal_with_errors_redirected_they_go_to_the_file(daemon: Daemon, on_pty: Any, tmp_path: Path) -> None:
@@ -404,4 +514,4 @@ def test_on_a_terminal_with_errors_redirected_they_go_to_the_file(daemon: Daemon
     assert terminal.finish() == 0
     assert errors.read_text() == "err\n" and b"out\r\n" in terminal.output and b"err" not in terminal.output
     command = _only_command(daemon, sid)
-    assert command["output"] in ("out\r\nerr\n", "err\nout\r\n"), "both, each as it came"
+    assert command["output"] in ("out\nerr\n", "err\nout\n"), "both, each as it came"

@@ -41,7 +41,8 @@ class HostileFigures:
 def _tree(root: Path) -> dict[str, str]:
     found = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and "run" not in path.parts[len(root.parts):][:1]:
+        # Not run/ (the socket, the lock) nor index/ (the search index: derived, written in the background).
+        if path.is_file() and path.parts[len(root.parts):][:1] not in (("run",), ("index",)):
             found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 

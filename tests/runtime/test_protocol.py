@@ -130,7 +130,7 @@ HOSTILE: dict[str, tuple[bytes, set[str]]] = {
     "bad started_at": (b'{"op":"record","command":"ls","started_at":"yesterday"}\n', {"bad_usage"}),
     "no such session": (b'{"op":"stop","session":"00000000-0000-4000-8000-000000000000"}\n', {"no_such_session"}),
     "relative import": (b'{"op":"import","path":"session.json"}\n', {"bad_usage"}),
-    "missing import": (b'{"op":"import","path":"/nonexistent/docpilot.json"}\n', {"storage_error"}),
+    "missing import": (b'{"op":"import","path":"/nonexistent/docpilot.json"}\n', {"bad_usage"}),
     "import of a directory": (b'{"op":"import","path":"/"}\n', {"storage_error", "invalid_session", "bad_usage"}),
     "import of a device": (b'{"op":"import","path":"/dev/zero"}\n', {"bad_usage"}),
 }

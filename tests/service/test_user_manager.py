@@ -14,6 +14,7 @@ with spaces, `$` and `%` in their path, and an uninstall that leaves no unit beh
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -176,3 +177,29 @@ def test_socket_activation_and_an_odd_data_root(manager: UserManager) -> None:
     assert rc == 0, err
     assert manager.show("docpilotd.socket", "LoadState")["LoadState"] == "not-found"
     assert not sock.exists(), "RemoveOnStop= removes the socket with its unit"
+
+
+def test_docpilotd_stop_goes_through_the_manager_and_doctor_sees_the_service(manager: UserManager) -> None:
+    rc, out, err = manager.service("install")
+    assert rc == 0, (out, err)
+    pid = _main_pid(manager)
+    rc, out, err = manager.client("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["service"]["status"] == "ok" and "installed and active" in checks["service"]["message"], checks
+    assert checks["daemon"]["status"] == "ok" and f"pid {pid}" in checks["daemon"]["message"]
+
+    rc, out, err = manager.run(sys.executable, "-m", "docpilotd.admin", "stop")
+    assert rc == 0 and f"docpilotd (pid {pid}) stopped: stopped docpilotd.service through systemd" in out, (out, err)
+    props = manager.show("docpilotd.service", "ActiveState", "Result", "ExecMainStatus")
+    assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, props
+    time.sleep(3)  # RestartSec=2: a stop the manager did not know of would have been restarted by now
+    assert _main_pid(manager) == 0
+
+    rc, out, err = manager.client("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["service"]["status"] == "warn" and "installed but not active" in checks["service"]["message"]
+    assert "systemctl --user start docpilotd" in checks["service"]["fix"]
+    assert checks["daemon"]["status"] == "fail"
+    rc, out, err = manager.run(sys.executable, "-m", "docpilotd.admin", "stop")
+    assert rc == 3 and "nothing to stop" in err, err
+    assert manager.service("uninstall")[0] == 0

@@ -12,7 +12,7 @@ import pytest
 from docpilotd.domain import changes
 from docpilotd.domain.model import Session
 from docpilotd.domain.timestamps import parse_ns
-from docpilotd.errors import InvalidSession, StorageError
+from docpilotd.errors import InvalidSession, UsageError
 from docpilotd.paths import Layout
 from docpilotd.storage import backups, journal, maintenance, snapshot
 from docpilotd.storage.recovery import recover_all
@@ -193,7 +193,8 @@ def test_import_refuses_invalid_or_tampered_sessions(example_bytes: bytes) -> No
 
 
 def test_read_import_file_of_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="cannot read"):
+    # The user named a file that is not there: a usage mistake (exit 2), not a storage failure.
+    with pytest.raises(UsageError, match="cannot import .*No such file"):
         maintenance.read_import_file(tmp_path / "absent.json")
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ... import protocol as p
+from ... import results
 from ...storage import quarantine
 from ..engine import Engine
 from ..privacy import Privacy
@@ -241,6 +242,29 @@ class Spool:
         for session_id, (count, why) in refused.items():  # one line per session and batch, not per line
             log.info("spool %s: %d command(s) for session %s not recorded: %s", path.name, count, session_id or "?", why)
         return outcomes
+
+    def backlog(self) -> results.SpoolBacklog:
+        """What hooks spooled that is not read yet (`status`, and so `docpilot doctor`): the files
+        with bytes past what was read, and those bytes; a stat of each file, nothing read (a
+        status asked while a large spool is read costs the loop no more than a listing)."""
+        found: results.SpoolBacklog = {"files": 0, "bytes": 0}
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return found
+        for name in names:
+            if not name.endswith((".jsonl", ".claimed")):
+                continue
+            path = self.directory / name
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            unread = st.st_size - self._offsets.get(path, 0)
+            if stat.S_ISREG(st.st_mode) and unread > 0:
+                found["files"] += 1
+                found["bytes"] += unread
+        return found
 
     # -- retiring ---------------------------------------------------------------------------------
 
