@@ -129,7 +129,20 @@ def show_annotated(result: Any) -> None:
         raise ProtocolError(f"the daemon's reply to 'annotate' does not fit this client ({problem}); "
                             "are docpilot and docpilotd the same version?")
     assert isinstance(result, dict) and isinstance(note, dict)
-    print(f"{note['annotation_type']} added to {result['session']}: {note['text']}")
+    print(f"{note['annotation_type']} added to {result['session']}: {visible(note['text'])}")
+
+
+# Characters that reorder the text around them ("Trojan source") and C0/C1 controls other than a
+# newline: echoed as <U+XXXX>, so a note can never rewrite what the terminal shows.
+_HIDDEN = frozenset([*range(0x00, 0x0A), *range(0x0B, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F,
+                     *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def visible(text: str) -> str:
+    """`text` for a terminal: control and text-reordering characters as <U+XXXX>."""
+    if not any(ord(ch) in _HIDDEN for ch in text):
+        return text
+    return "".join(f"<U+{ord(ch):04X}>" if ord(ch) in _HIDDEN else ch for ch in text)
 
 
 def print_json(result: Any) -> None:

@@ -131,3 +131,12 @@ def test_errors_are_one_line_with_the_full_clients_exit_code_when_the_daemon_is_
     full_run = subprocess.run([sys.executable, "-m", "docpilotd.client.cli", "note", "x"], env=env, capture_output=True, text=True)
     assert (lean_run.returncode, lean_run.stderr) == (full_run.returncode, full_run.stderr)
     assert lean_run.returncode == 3 and lean_run.stderr.count("\n") == 1
+
+
+def test_a_note_is_echoed_without_control_or_reordering_characters(daemon: Daemon) -> None:
+    sid = daemon.call("start", description="echo")["id"]
+    done = _docpilot(daemon, "note", "rtl\u202eevil\u202c bell\x07 esc\x1b[2J")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Note added to {sid}: rtl<U+202E>evil<U+202C> bell<U+0007> esc<U+001B>[2J\n"
+    # Stored as typed: only the echo is made visible.
+    assert daemon.call("show", session=sid)["annotations"][0]["text"] == "rtl\u202eevil\u202c bell\x07 esc\x1b[2J"
