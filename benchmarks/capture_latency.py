@@ -160,7 +160,7 @@ def measure(shell: str, commands: int) -> Measured | None:
         daemon, _ = start_daemon(home)
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPILOT_", "BASH_ENV", "ENV"))}
-            env.update(DOCPILOT_HOME=str(home), PYTHONPATH=python_path(), TERM="xterm", HOME=str(tmp), ZDOTDIR=str(tmp))
+            env.update(DOCPILOT_HOME=str(home), PYTHONPATH=python_path(), TERM="xterm", HOME=str(tmp), XDG_DATA_HOME=str(tmp / "xdg-data"), ZDOTDIR=str(tmp))
             hook = subprocess.run(
                 [sys.executable, "-m", "docpilotd.client.cli", "init", shell], env=env, capture_output=True,
                 text=True, check=True,

@@ -122,7 +122,7 @@ def measure(shell: str, quick: bool) -> Measured | None:
         daemon, _ = start_daemon(home, env={"DOCPILOT_DURABILITY": "always"})
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPILOT_", "BASH_ENV", "ENV"))}
-            env.update(DOCPILOT_HOME=str(home), PYTHONPATH=python_path(), TERM="xterm", HOME=str(tmp), ZDOTDIR="")
+            env.update(DOCPILOT_HOME=str(home), PYTHONPATH=python_path(), TERM="xterm", HOME=str(tmp), XDG_DATA_HOME=str(tmp / "xdg-data"), ZDOTDIR="")
             hook = subprocess.run(
                 [sys.executable, "-m", "docpilotd.client.cli", "init", shell], env=env, capture_output=True,
                 text=True, check=True,

@@ -27,6 +27,7 @@ from common import Figure, machine
 # name: module; the order of the table.
 BENCHMARKS: dict[str, str] = {
     "prompt": "prompt",
+    "shell_startup": "shell_startup",
     "client": "client",
     "per_change": "per_change",
     "throughput": "throughput",

@@ -52,6 +52,7 @@ def base_env(home: Path, config_home: Path, extra: Mapping[str, str] | None = No
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
     env["DOCPILOT_HOME"] = str(home)
     env["XDG_CONFIG_HOME"] = str(config_home)
+    env["XDG_DATA_HOME"] = str(config_home / "xdg-data")  # where `docpilot init` writes the hook files
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
     return env

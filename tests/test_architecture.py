@@ -81,3 +81,10 @@ def test_the_client_imports_neither_asyncio_nor_msgspec_nor_the_daemon() -> None
             heavy = {t for t in targets if t.split(".")[0] in ("asyncio", "msgspec", "apscheduler", "watchdog")}
             inner = {t for t in targets if t.startswith(("docpilotd.runtime", "docpilotd.storage", "docpilotd.protocol"))}
             assert not heavy and not inner, (module, heavy | inner)
+
+
+def test_only_the_completion_generator_imports_shtab() -> None:
+    importers = {m for m, targets in _graph().items() if any(t.split(".")[0] == "shtab" for t in targets)}
+    assert importers == {"docpilotd.client.completions"}, importers
+    callers = {m for m, targets in _graph().items() if "docpilotd.client.completions" in targets}
+    assert callers == {"docpilotd.client.hooks"}, callers

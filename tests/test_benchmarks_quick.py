@@ -21,6 +21,7 @@ from run import BENCHMARKS  # noqa: E402
 # Rows each benchmark must print (the start of the figure's name).
 ROWS: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt cost of the bash hooks",),
+    "shell_startup": ("shell start-up added by the bash hook line",),
     "client": ("interpreter floor", "docpilot note", "hooks' sending path"),
     "per_change": ("disk: one small write + fsync", "per change, 10-command session", "DocPilot's approach"),
     "throughput": ("8 clients, one session",),

@@ -115,6 +115,8 @@ def build_parser(only: Verb[Any] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(verb.name, aliases=list(verb.aliases), help=verb.help, description=verb.help)
         p.set_defaults(verb=verb.name)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--color", "--colour", choices=["never", "auto", "always"], default="auto",
+                       help="colour on a terminal (auto: unless NO_COLOR is set)")
         if verb.session is not None:
             p.add_argument("--session", "-s", help="session id (default: $DOCPILOT_SESSION or the latest live one)")
         if verb.arguments is not None:
@@ -134,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help()
             return 2
         verb = BY_NAME[args.verb]
+        from . import style
+
+        style.configure(getattr(args, "color", "auto"))
         if verb.local is not None:
+            args.build_parser = build_parser  # `init` generates the completions from it (no import cycle)
             return verb.local(args)
         assert verb.request is not None
         op, fields, expect = verb.request(args)

@@ -270,6 +270,8 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
 
 def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("shell", choices=SHELLS)
+    p.add_argument("--file", metavar="PATH",
+                   help="write the hook here (default: $XDG_DATA_HOME/docpilot/docpilot.SHELL); completions go beside it")
 
 
 def _join_arguments(p: argparse.ArgumentParser) -> None:
@@ -445,9 +447,11 @@ def _show_status(result: results.Status) -> None:
 
 
 def _show_status_session(s: results.SessionSummary, mark: str) -> None:
-    print(f"{mark}session {s['id']}  {s['state']}  \"{s['description']}\"")
+    from . import style
+
+    print(f"{mark}session {s['id']}  {style.state(s['state'])}  \"{s['description']}\"")
     print(f"{' ' * len(mark)}  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
-          f"{s['annotations']} annotations, started {s['started_at']}")
+          f"{s['annotations']} annotations, started {style.when(s['started_at'])}")
 
 
 def _this_shell_line(session: results.SessionStatus | None) -> str:
@@ -472,20 +476,32 @@ def _this_shell_line(session: results.SessionStatus | None) -> str:
 def _show_sessions(result: list[results.SessionSummary]) -> None:
     if not result:
         print("no sessions")
+    from . import style
+
     for s in result:
-        print(f"{s['id']}  {s['state']:<8} {s['commands']:>6} cmd {s['annotations']:>4} ann  {s['description']}")
+        print(f"{s['id']}  {style.state(s['state'], 8)} {s['commands']:>6} cmd {s['annotations']:>4} ann  "
+              f"{style.when(s['started_at'] or s['created_at']):<16}  {s['description']}")
 
 
 def _show_session(s: results.SessionDocument) -> None:
+    from .pager import paged  # a 20,000-line session is read in a pager on a terminal
+
+    with paged():
+        _print_session(s)
+
+
+def _print_session(s: results.SessionDocument) -> None:
+    from . import style
+
     state = s["state"] if isinstance(s["state"], str) else f"Error: {s['state'].get('Error')}"
-    print(f"{s['id']}  {state}  \"{s['description']}\"")
-    print(f"created {s['created_at']}  updated {s['updated_at']}")
+    print(f"{s['id']}  {style.state(state)}  \"{s['description']}\"")
+    print(f"created {style.when(s['created_at'])}  updated {style.when(s['updated_at'])}")
     items: list[tuple[str, str, Any]] = [(c["timestamp"], "$", c) for c in s["commands"]]
     items += [(a["timestamp"], "#", a) for a in s["annotations"]]
     for _, kind, item in sorted(items, key=lambda t: t[0]):
         if kind == "$":
             code = item["exit_code"]
-            mark = "" if code in (0, None) else f"  [exit {code}]"
+            mark = "" if code in (0, None) else style.failed(f"  [exit {code}]")
             print(f"  {item['working_directory']}$ {item['command']}{mark}")
         else:
             print(f"  # {item['annotation_type']}: {item['text']}")
@@ -757,7 +773,7 @@ VERBS: tuple[Verb[Any], ...] = (
          request=ask("import", results.SessionSummary,
                      lambda args: {"path": str(Path(args.file).expanduser().absolute())}),
          show=_show_summary),
-    Verb("init", "print the shell hook: eval \"$(docpilot init bash)\" in ~/.bashrc (zsh, fish too)",
+    Verb("init", "write the shell hook and completions, print the line for ~/.bashrc (zsh, fish too)",
          arguments=_init_arguments, local=_hooks),
     Verb("join", "join this shell to a session (hooked shells; else eval \"$(docpilot join ID --shell bash)\")",
          arguments=_join_arguments, local=_hooks),

@@ -1,4 +1,5 @@
-# docpilot shell capture for bash >= 5.0 (printed by `docpilot init bash`). Loading it twice is harmless.
+# docpilot shell capture for bash >= 5.0 (written by `docpilot init bash`, which prints the line that
+# sources it: ~/.bashrc runs no Python). Loading it twice is harmless.
 # After each command: exit status (first thing read), PIPESTATUS, text (from history), start time,
 # duration, directory and the session it ran in go to the spool with builtins only. The session is
 # the joined one ($DOCPILOT_SESSION), else the one the `current` marker names when the command
@@ -103,3 +104,28 @@ docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's sess
     *) command docpilot "$@" ;;
   esac
 }
+
+# Completion of verbs, options and choices (shtab's script, written beside this file by `docpilot
+# init`), read at the first <TAB> after `docpilot`, not at start-up.
+__docpilot_completion=__DOCPILOT_COMPLETION__
+__docpilot_complete() {
+  [[ -r $__docpilot_completion ]] && builtin source "$__docpilot_completion" 2>/dev/null || return 0
+  declare -F _shtab_docpilot >/dev/null && _shtab_docpilot "$@"
+}
+[[ -z $__docpilot_completion ]] || declare -F _shtab_docpilot >/dev/null || complete -o bashdefault -F __docpilot_complete docpilot
+
+# Kept current without Python at start-up: when a file this one was made from (the package's hook
+# and verb table: an upgrade) or the configuration is newer than this file, or DOCPILOT_HOME is not
+# what it was, `docpilot init` writes it again (once) and it is read again; else two or three
+# `test`s and no process.
+__docpilot_self=__DOCPILOT_SELF__
+if [[ -n $__docpilot_self && -z ${__docpilot_refreshed-} ]]; then
+  for __docpilot_f in __DOCPILOT_FROM__; do
+    if [[ $__docpilot_f -nt $__docpilot_self || ${DOCPILOT_HOME-} != __DOCPILOT_HOME__ ]]; then
+      __docpilot_refreshed=1
+      command docpilot init bash --file "$__docpilot_self" >/dev/null 2>&1 && builtin source "$__docpilot_self"
+      break
+    fi
+  done
+  unset __docpilot_f
+fi

@@ -1,4 +1,5 @@
-# docpilot shell capture for fish >= 3.1 (printed by `docpilot init fish`). Loading it twice is harmless.
+# docpilot shell capture for fish >= 3.1 (written by `docpilot init fish`, which prints the line that
+# sources it: config.fish runs no Python). Loading it twice is harmless.
 # After each command: status and pipestatus (read first), the command line, duration, directory, the
 # boot clock (fish has no clock builtin; the daemon turns it into the start time) and the session it
 # ran in go to the spool with builtins only. The session is the joined one ($DOCPILOT_SESSION), else
@@ -92,5 +93,28 @@ function docpilot --description 'docpilot; `docpilot join [ID]` / `docpilot leav
             set -q DOCPILOT_SESSION; and command docpilot join --shell fish | source
         case '*'
             command docpilot $argv
+    end
+end
+
+# Completion of verbs, options and choices: docpilot.fish in the directory `docpilot init` wrote
+# beside this file, which fish loads at the first <TAB> after `docpilot`.
+set -g __docpilot_completions __DOCPILOT_COMPLETIONS__
+if test -n "$__docpilot_completions"; and not contains -- $__docpilot_completions $fish_complete_path
+    set -g fish_complete_path $__docpilot_completions $fish_complete_path
+end
+
+# Kept current without Python at start-up: when a file this one was made from (the package's hook
+# and verb table: an upgrade) or the configuration is newer than this file, or DOCPILOT_HOME is not
+# what it was, `docpilot init` writes it again (once) and it is read again; else a few `test`s.
+set -g __docpilot_self __DOCPILOT_SELF__
+if test -n "$__docpilot_self"; and not set -q __docpilot_refreshed
+    set -l home
+    set -q DOCPILOT_HOME; and set home $DOCPILOT_HOME
+    for f in __DOCPILOT_FROM__
+        if test $f -nt $__docpilot_self; or test "$home" != __DOCPILOT_HOME__
+            set -g __docpilot_refreshed 1
+            command docpilot init fish --file $__docpilot_self >/dev/null 2>&1; and source $__docpilot_self
+            break
+        end
     end
 end

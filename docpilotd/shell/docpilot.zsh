@@ -1,4 +1,5 @@
-# docpilot shell capture for zsh (printed by `docpilot init zsh`). Loading it twice is harmless.
+# docpilot shell capture for zsh (written by `docpilot init zsh`, which prints the line that sources
+# it: ~/.zshrc runs no Python). Loading it twice is harmless.
 # After each command: exit status and pipestatus (read first), the command text as typed, start
 # time, duration, directory and the session it ran in go to the spool with builtins only. The
 # session is the joined one ($DOCPILOT_SESSION), else the one the `current` marker names; nothing
@@ -79,3 +80,30 @@ docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's sess
     *) command docpilot "$@" ;;
   esac
 }
+
+# Completion of verbs, options and choices: shtab's `_docpilot`, written beside this file by
+# `docpilot init`, autoloaded at the first <TAB> (compinit finds it on fpath, or compdef now when
+# compinit already ran).
+typeset -g __docpilot_completions=__DOCPILOT_COMPLETIONS__
+if [[ -n $__docpilot_completions && -r $__docpilot_completions/_docpilot ]]; then
+  fpath=($__docpilot_completions ${fpath:#$__docpilot_completions})
+  if (( $+functions[compdef] )); then
+    autoload -Uz _docpilot
+    compdef _docpilot docpilot
+  fi
+fi
+
+# Kept current without Python at start-up: when a file this one was made from (the package's hook
+# and verb table: an upgrade) or the configuration is newer than this file, or DOCPILOT_HOME is not
+# what it was, `docpilot init` writes it again (once) and it is read again; else a few `test`s.
+typeset -g __docpilot_self=__DOCPILOT_SELF__
+if [[ -n $__docpilot_self && -z ${__docpilot_refreshed-} ]]; then
+  for __docpilot_f in __DOCPILOT_FROM__; do
+    if [[ $__docpilot_f -nt $__docpilot_self || ${DOCPILOT_HOME-} != __DOCPILOT_HOME__ ]]; then
+      typeset -g __docpilot_refreshed=1
+      command docpilot init zsh --file "$__docpilot_self" >/dev/null 2>&1 && builtin source "$__docpilot_self"
+      break
+    fi
+  done
+  unset __docpilot_f
+fi

@@ -91,3 +91,68 @@ def test_fsck_of_a_data_root_that_is_not_there_says_so(daemon: Daemon, tmp_path:
     done = subprocess.run([sys.executable, "-m", "docpilotd.admin", "fsck"], env=env, capture_output=True, text=True)
     assert done.returncode == 4 and "no data root" in done.stderr and "healthy" not in done.stdout
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_show_goes_through_a_pager_on_a_terminal_and_straight_out_otherwise(daemon: Daemon, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from tests.daemon_harness import CLIENT_CMD
+
+    sid = daemon.call("start", description="paged")["id"]
+    for i in range(30):
+        daemon.call("record", session=sid, command=f"step {i}", exit_code=0)
+    paged = tmp_path / "paged.txt"
+    master, slave = pty.openpty()
+    env = daemon.env({"DOCPILOT_PAGER": f"sh -c 'cat > {paged}'"})
+    done = subprocess.run([*CLIENT_CMD, "show", "-s", sid], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                          env=env, timeout=30)
+    os.close(slave)
+    os.close(master)
+    assert done.returncode == 0, done.stderr
+    text = paged.read_text()
+    assert text.startswith(sid) and "Active" in text.splitlines()[0] and "step 29" in text, "the pager got the listing"
+    code, out, _ = daemon.client("show", "-s", sid, env={"DOCPILOT_PAGER": f"sh -c 'echo pager > {tmp_path / 'no'}'"})
+    assert code == 0 and "step 29" in out and not (tmp_path / "no").exists(), "a pipe gets the text, no pager"
+
+
+def on_a_terminal(daemon: Daemon, *argv: str, env: dict[str, str] | None = None) -> str:
+    """What the client shows when its standard output is a terminal."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.daemon_harness import CLIENT_CMD
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CLIENT_CMD, *argv], stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
+                            env=daemon.env({"DOCPILOT_PAGER": "cat", "TERM": "xterm", **(env or {})}))
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    proc.wait(30)
+    os.close(master)
+    return shown.decode("utf-8", "replace")
+
+
+def test_a_terminal_gets_colour_and_human_times_a_pipe_the_plain_form(daemon: Daemon) -> None:
+    sid = daemon.call("start", description="styled")["id"]
+    shown = on_a_terminal(daemon, "sessions")
+    assert "\x1b[32mActive\x1b[0m" in shown and "today " in shown, shown
+    plain = on_a_terminal(daemon, "sessions", env={"NO_COLOR": "1"})
+    assert "\x1b[" not in plain and "today " in plain, plain
+    never = on_a_terminal(daemon, "sessions", "--color=never")
+    assert "\x1b[" not in never
+    code, piped, _ = daemon.client("sessions", "--color=always")
+    assert code == 0 and "\x1b[32mActive" in piped
+    code, piped, _ = daemon.client("sessions")
+    started = daemon.call("show", session=sid)["started_at"]
+    assert "\x1b[" not in piped and started in piped, "a pipe gets the daemon's own times, no colour"

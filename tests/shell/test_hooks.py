@@ -239,13 +239,15 @@ def test_commands_typed_while_the_daemon_is_down_are_ingested_at_start(home: Pat
     assert len(commands_of(daemon, session)) == 2, "ingested twice after a restart"
 
 
-def test_init_prints_a_hook_for_each_shell_and_rejects_others(home: Path) -> None:
+def test_init_writes_a_hook_for_each_shell_and_rejects_others(home: Path) -> None:
     import subprocess
 
     env = shell_env(home)
     for shell in ("bash", "zsh", "fish"):
         done = subprocess.run([sys.executable, "-m", "docpilotd.client.cli", "init", shell], env=env, capture_output=True, text=True)
-        assert done.returncode == 0 and str(home / "data" / "spool") in done.stdout
+        hook = home / "xdg-data" / "docpilot" / f"docpilot.{shell}"
+        assert done.returncode == 0 and done.stdout.strip() in (f"source {hook}", f"source '{hook}'"), done.stdout
+        assert str(home / "data" / "spool") in hook.read_text()
     bad = subprocess.run([sys.executable, "-m", "docpilotd.client.cli", "init", "tcsh"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
