@@ -139,7 +139,8 @@ _HIDDEN = frozenset([*range(0x00, 0x0A), *range(0x0B, 0x20), *range(0x7F, 0xA0),
 
 
 def visible(text: str) -> str:
-    """`text` for a terminal: control and text-reordering characters as <U+XXXX>."""
+    """`text` for a terminal: control and text-reordering characters as <U+XXXX> (every echo of
+    what a user, a hook or a file gave: notes, commands, descriptions)."""
     if not any(ord(ch) in _HIDDEN for ch in text):
         return text
     return "".join(f"<U+{ord(ch):04X}>" if ord(ch) in _HIDDEN else ch for ch in text)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .. import results
 from ..errors import UsageError
-from .lean import print_json, show_annotated
+from .lean import print_json, show_annotated, visible
 
 if TYPE_CHECKING:  # annotations here are never evaluated (the client's start-up)
     from typing_extensions import TypeIs  # in typing from Python 3.13
@@ -379,7 +379,7 @@ def _show_started(result: results.Started) -> None:
     print(result["id"])
     others = result.get("also_live") or []
     if others:  # DocPilot's users asked: starting a session does not stop the others
-        listed = ", ".join(f"{o['id'][:8]} \"{o['description']}\" ({o['state']})" for o in others)
+        listed = ", ".join(f"{o['id'][:8]} \"{visible(o['description'])}\" ({o['state']})" for o in others)
         print(f"docpilot: also live: {listed}; new commands go to the new session "
               "(shells joined to another stay with it)", file=sys.stderr)
 
@@ -393,7 +393,7 @@ def _show_summary(result: results.SessionSummary) -> None:
 
 
 def _show_stopped(result: results.SessionSummary) -> None:
-    print(_summary_line(result) + f"  \"{result['description']}\"")
+    print(_summary_line(result) + f"  \"{visible(result['description'])}\"")
 
 
 def _show_restored(result: results.Restored) -> None:
@@ -449,7 +449,7 @@ def _show_status(result: results.Status) -> None:
 def _show_status_session(s: results.SessionSummary, mark: str) -> None:
     from . import style
 
-    print(f"{mark}session {s['id']}  {style.state(s['state'])}  \"{s['description']}\"")
+    print(f"{mark}session {s['id']}  {style.state(s['state'])}  \"{visible(s['description'])}\"")
     print(f"{' ' * len(mark)}  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
           f"{s['annotations']} annotations, started {style.when(s['started_at'])}")
 
@@ -480,7 +480,7 @@ def _show_sessions(result: list[results.SessionSummary]) -> None:
 
     for s in result:
         print(f"{s['id']}  {style.state(s['state'], 8)} {s['commands']:>6} cmd {s['annotations']:>4} ann  "
-              f"{style.when(s['started_at'] or s['created_at']):<16}  {s['description']}")
+              f"{style.when(s['started_at'] or s['created_at']):<16}  {visible(s['description'])}")
 
 
 def _show_session(s: results.SessionDocument) -> None:
@@ -494,7 +494,7 @@ def _print_session(s: results.SessionDocument) -> None:
     from . import style
 
     state = s["state"] if isinstance(s["state"], str) else f"Error: {s['state'].get('Error')}"
-    print(f"{s['id']}  {style.state(state)}  \"{s['description']}\"")
+    print(f"{s['id']}  {style.state(state)}  \"{visible(s['description'])}\"")
     print(f"created {style.when(s['created_at'])}  updated {style.when(s['updated_at'])}")
     items: list[tuple[str, str, Any]] = [(c["timestamp"], "$", c) for c in s["commands"]]
     items += [(a["timestamp"], "#", a) for a in s["annotations"]]
@@ -502,9 +502,9 @@ def _print_session(s: results.SessionDocument) -> None:
         if kind == "$":
             code = item["exit_code"]
             mark = "" if code in (0, None) else style.failed(f"  [exit {code}]")
-            print(f"  {item['working_directory']}$ {item['command']}{mark}")
+            print(f"  {visible(item['working_directory'])}$ {visible(item['command'])}{mark}")
         else:
-            print(f"  # {item['annotation_type']}: {item['text']}")
+            print(f"  # {item['annotation_type']}: {visible(item['text'])}")
 
 
 def _show_annotations(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted) -> None:
@@ -514,13 +514,13 @@ def _show_annotations(result: results.Annotations | results.AnnotationEdited | r
         return
     if _is_edited(result):
         note = result["annotation"]
-        print(f"{note['annotation_type']} {note['id'][:8]} edited in {result['session']}: {note['text']}")
+        print(f"{note['annotation_type']} {note['id'][:8]} edited in {result['session']}: {visible(note['text'])}")
         return
     notes = result["annotations"]
     if not notes:
         print("no annotations" if "total" not in result else f"no matching annotations ({result['total']} in all)")
     for note in notes:  # the id's first characters: what `annotations edit` and `delete` take
-        print(f"{note['id'][:8]}  {note['timestamp']}  {note['annotation_type']:<11} {note['text']}")
+        print(f"{note['id'][:8]}  {note['timestamp']}  {note['annotation_type']:<11} {visible(note['text'])}")
 
 
 def _is_deleted(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted,

@@ -156,3 +156,15 @@ def test_a_terminal_gets_colour_and_human_times_a_pipe_the_plain_form(daemon: Da
     code, piped, _ = daemon.client("sessions")
     started = daemon.call("show", session=sid)["started_at"]
     assert "\x1b[" not in piped and started in piped, "a pipe gets the daemon's own times, no colour"
+
+
+def test_every_echo_shows_control_and_reordering_characters_as_codes(daemon: Daemon) -> None:
+    hostile = "rtl\u202eevil\u202c bell\x07 esc\x1b[2J"
+    sid = daemon.call("start", description=f"desc {hostile}")["id"]
+    daemon.call("record", session=sid, command=f"echo {hostile}", exit_code=1)
+    daemon.call("annotate", session=sid, text=f"note {hostile}", type="warning")
+    for argv in (["show", "-s", sid], ["sessions"], ["status"], ["annotations", "-s", sid], ["stop", "-s", sid]):
+        code, out, err = daemon.client(*argv, "--color=never")
+        assert code == 0, (argv, err)
+        assert "\u202e" not in out and "\x07" not in out and "\x1b" not in out, (argv, out)
+        assert "<U+202E>" in out, (argv, out)
