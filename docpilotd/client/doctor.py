@@ -58,8 +58,10 @@ LOW_DISK_BYTES = 100 * 1024 * 1024
 LOW_DISK_SHARE = 0.05
 SPOOL_BEHIND_BYTES = 1024 * 1024  # read within ~20 ms of an append: thousands of commands waiting is behind
 START = "docpilotd run --detach (or 'docpilotd service install' to start it at every login)"
-INIT = {"bash": ('eval "$(docpilot init bash)"', "~/.bashrc"), "zsh": ('eval "$(docpilot init zsh)"', "~/.zshrc"),
-        "fish": ("docpilot init fish | source", "~/.config/fish/config.fish")}
+# `docpilot init SHELL` writes the hook once and prints the `source` line that loads it: a new
+# shell then runs no Python (the older `eval "$(docpilot init bash)"` still works, slower).
+INIT = {"bash": ("docpilot init bash", "~/.bashrc"), "zsh": ("docpilot init zsh", "~/.zshrc"),
+        "fish": ("docpilot init fish", "~/.config/fish/config.fish")}
 
 
 class Check:
@@ -255,10 +257,10 @@ class Doctor:
         if shell:
             self.add("hooks", FAIL, f"this is {parent}, which did not load the hooks (DOCPILOT_SHELL={shell} came "
                      f"from the {shell} that started it): commands typed here are not recorded",
-                     f"add  {line}  to {rc_file}, then open a new shell")
+                     f"run  {line}  and add the line it prints to {rc_file}, then open a new shell")
         else:
             self.add("hooks", FAIL, f"not loaded in this shell ({guess}; DOCPILOT_SHELL is not set): commands "
-                     "typed here are not recorded", f"add  {line}  to {rc_file}, then open a new shell")
+                     "typed here are not recorded", f"run  {line}  and add the line it prints to {rc_file}, then open a new shell")
 
     def check_session(self) -> None:
         _, joined = this_shell()

@@ -464,7 +464,8 @@ def _this_shell_line(session: results.SessionStatus | None) -> str:
         login = os.path.basename(os.environ.get("SHELL", ""))
         guess = login if login in SHELLS else "bash"
         line = (f"this shell: no docpilot hooks, its commands are not recorded "
-                f"(eval \"$(docpilot init {guess})\" in its rc file; 'docpilot doctor' checks the setup)")
+                f"(run 'docpilot init {guess}' and add the line it prints to its rc file; 'docpilot doctor' checks "
+                "the setup)")
     if not joined:
         return line + ("; its commands go to the current session" if shell else "")
     state = session["state"] if session and session["id"].startswith(joined) else None
@@ -508,6 +509,8 @@ def _print_session(s: results.SessionDocument) -> None:
 
 
 def _show_annotations(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted) -> None:
+    from . import style
+
     if _is_deleted(result):
         print(f"{result['annotation_type']} {result['deleted'][:8]} deleted from {result['session']} "
               f"({result['remaining']} annotations left)")
@@ -520,7 +523,7 @@ def _show_annotations(result: results.Annotations | results.AnnotationEdited | r
     if not notes:
         print("no annotations" if "total" not in result else f"no matching annotations ({result['total']} in all)")
     for note in notes:  # the id's first characters: what `annotations edit` and `delete` take
-        print(f"{note['id'][:8]}  {note['timestamp']}  {note['annotation_type']:<11} {visible(note['text'])}")
+        print(f"{note['id'][:8]}  {style.when(note['timestamp']):<16}  {note['annotation_type']:<11} {visible(note['text'])}")
 
 
 def _is_deleted(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted,

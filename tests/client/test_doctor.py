@@ -151,9 +151,9 @@ def test_a_config_error_is_its_one_line_and_the_fix(daemon: Daemon) -> None:
 def test_a_shell_without_the_hooks_is_told_the_line_to_add(daemon: Daemon) -> None:
     checks = _checks(daemon, expect_rc=PROBLEMS)
     assert checks["hooks"]["status"] == "fail" and "not loaded" in checks["hooks"]["message"]
-    assert checks["hooks"]["fix"] == 'add  eval "$(docpilot init bash)"  to ~/.bashrc, then open a new shell'
+    assert checks["hooks"]["fix"] == "run  docpilot init bash  and add the line it prints to ~/.bashrc, then open a new shell"
     checks = _checks(daemon, {"SHELL": "/usr/bin/fish"}, expect_rc=PROBLEMS)
-    assert "docpilot init fish | source" in checks["hooks"]["fix"] and "config.fish" in checks["hooks"]["fix"]
+    assert "docpilot init fish" in checks["hooks"]["fix"] and "config.fish" in checks["hooks"]["fix"]
 
 
 def test_docpilot_home_pointing_nowhere_fails_fast_and_plainly(daemons: DaemonFactory) -> None:
@@ -225,7 +225,7 @@ def test_hooks_inherited_from_another_shell_are_not_taken_for_this_ones(daemon: 
                           capture_output=True, text=True, timeout=60, cwd=str(daemon.home.parent))
     checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
     assert checks["hooks"]["status"] == "fail" and "this is zsh" in checks["hooks"]["message"], checks
-    assert 'eval "$(docpilot init zsh)"' in checks["hooks"]["fix"]
+    assert "docpilot init zsh" in checks["hooks"]["fix"] and "~/.zshrc" in checks["hooks"]["fix"]
 
 
 def test_doctor_changes_nothing(daemon: Daemon) -> None:
