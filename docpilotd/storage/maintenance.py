@@ -152,38 +152,33 @@ def cleanup(
     return CleanupResult(removed_sessions=removed_sessions, removed_backups=removed_backups, dry_run=dry_run)
 
 
-def session_files(store: SessionStore, session_id: str) -> list[str]:
-    """What `remove_session_files` would remove (relative to the root), removing nothing."""
-    found = [f"backups/{backup.name}" for backup in backups.for_session(store.ops, store.layout.backups, session_id)]
-    found += [f"journal/{segment.name}" for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id)]
+def _files_of(store: SessionStore, session_id: str) -> list[Path]:
+    """Every file of a session: its backups, journal segments and main file (a directory where
+    the main file would be was never the session's)."""
+    found = [backup.path for backup in backups.for_session(store.ops, store.layout.backups, session_id)]
+    found += [segment for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id)]
     main = store.layout.session_file(session_id)
     try:
         if not stat.S_ISDIR(store.ops.stat(main).st_mode):
-            found.append(f"sessions/{main.name}")
-    except OSError:
+            found.append(main)
+    except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise storage_error(exc, f"examining {main.name}") from exc
     return found
+
+
+def session_files(store: SessionStore, session_id: str) -> list[str]:
+    """What `remove_session_files` would remove (relative to the root), removing nothing."""
+    return [f"{path.parent.name}/{path.name}" for path in _files_of(store, session_id)]
 
 
 def remove_session_files(store: SessionStore, session_id: str) -> list[str]:
     """Delete a session everywhere: main file, backups, journal. Only on an explicit request."""
     removed: list[str] = []
-    for backup in backups.for_session(store.ops, store.layout.backups, session_id):
-        unlink_file(store, backup.path)
-        removed.append(f"backups/{backup.name}")
-    for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id):
-        unlink_file(store, segment)
-        removed.append(f"journal/{segment.name}")
-    main = store.layout.session_file(session_id)
-    try:
-        there = store.ops.stat(main).st_mode
-    except FileNotFoundError:
-        there = None
-    except OSError as exc:
-        raise storage_error(exc, f"examining {main.name}") from exc
-    if there is not None and not stat.S_ISDIR(there):  # a directory there was never the session's
-        unlink_file(store, main)
-        removed.append(f"sessions/{main.name}")
+    for path in _files_of(store, session_id):
+        unlink_file(store, path)
+        removed.append(f"{path.parent.name}/{path.name}")
     store.forget(session_id)
     for directory in (store.layout.backups, store.layout.journal, store.layout.sessions):
         sync_dir(store, directory)
