@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -49,6 +50,7 @@ from ..storage import backups, journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
 from ..storage.recovery import Recovered
 from ..storage.store import SaveResult, SessionStore
+from .journal_writer import JournalWriter
 from .tasks import TaskSet
 
 log = logging.getLogger("docpilotd.engine")
@@ -158,6 +160,7 @@ class Engine:
         self.store = store
         self.entries: dict[str, Entry] = {}
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docpilotd-io")
+        self.journal = JournalWriter(lambda: self.pool)  # every session's appends and fsyncs, one drain
         self.degraded: dict[str, str] = {}
         self._seq_by_inode: dict[int, int] = {}
         self._sync_task: asyncio.Task[None] | None = None
@@ -425,7 +428,6 @@ class Engine:
             self.on_state_change()
 
     async def _flush(self, entry: Entry) -> None:
-        loop = asyncio.get_running_loop()
         sync = self.config.durability == "always"
         try:
             async with entry._io_lock:
@@ -433,7 +435,7 @@ class Engine:
                     batch, data = entry._queue, bytes(entry._pending_bytes)
                     entry._queue, entry._pending_bytes = [], bytearray()
                     try:
-                        await loop.run_in_executor(self.pool, self._write_batch, entry, batch[0][0], data, sync)
+                        await self.journal.submit(functools.partial(self._append, entry, batch[0][0], data), sync)
                     except DocpilotError as exc:
                         self._refuse(entry, batch, exc)
                         return
@@ -448,8 +450,9 @@ class Engine:
             if not entry._queue:
                 entry._idle.set()
 
-    def _write_batch(self, entry: Entry, first_seq: int, data: bytes, sync: bool) -> None:
-        """In the I/O pool: append a batch (and fsync it); opens the segment on first use."""
+    def _append(self, entry: Entry, first_seq: int, data: bytes) -> SegmentWriter:
+        """In the journal writer's thread: append a batch (the writer fsyncs it); opens the
+        segment on first use."""
         if entry._writer is None:
             writer = SegmentWriter(
                 self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, first_seq)
@@ -468,8 +471,7 @@ class Engine:
                     raise
             entry._writer = writer
         entry._writer.write(data)
-        if sync:
-            entry._writer.sync()
+        return entry._writer
 
     def _refuse(self, entry: Entry, batch: list[tuple[int, Change, asyncio.Future[None]]], exc: DocpilotError) -> None:
         """A write or fsync failed: nothing queued is acknowledged; rebase before the next change."""

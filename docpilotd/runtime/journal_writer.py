@@ -1,0 +1,139 @@
+"""The journal writer: one drain appends every session's queued records and fsyncs them.
+
+Why: with a write and an fsync per session handed to a thread pool one at a time, every group
+commit paid its own round trip between the event loop and a pool thread (futures, callbacks, a
+wake-up each way), and sessions written at the same moment each paid it again. Here the loop hands
+over batches, and one drain, running in a pool thread for as long as there is work, takes
+everything handed over meanwhile, of every session: it appends each batch to its segment, fsyncs
+each file touched once (several files side by side, since the disk serves concurrent fsyncs in
+about the time of one), and reports the whole round back to the loop with one call. The more the
+daemon is asked, the larger each round, so the cost per change falls as load rises.
+
+The drain runs on the engine's executor (asked for at each start, so a test that swaps in an
+inline executor makes every write happen at one exact moment, as the power-loss suite needs).
+
+Invariants:
+- a job's future is resolved only after its bytes were written and, if it asked for it, fsynced
+  (with the segment checked to still be the file at its path): an `ok` is never given early;
+- if the write or the fsync of a file fails, every job that wrote to that file in the round gets
+  the error (none of their records may be acknowledged); jobs on other files are not affected;
+- jobs of one session are never reordered: the engine hands over a session's next batch only
+  after the previous one was reported (its flusher holds the session's io_lock meanwhile);
+- at most one drain runs at a time, and a job handed over is always taken by a drain (the flag
+  `_draining` is cleared under the lock only when the drain found nothing left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from ..errors import DocpilotError, StorageError
+from ..storage.journal import SegmentWriter
+
+log = logging.getLogger("docpilotd.journal")
+
+# Appends one batch in the writer thread and returns the segment it went to.
+WriteJob = Callable[[], SegmentWriter]
+_Job = tuple[WriteJob, bool, "asyncio.Future[None]", asyncio.AbstractEventLoop]
+
+
+class JournalWriter:
+    def __init__(self, executor: Callable[[], Executor]) -> None:
+        self._executor = executor
+        self._jobs: list[_Job] = []
+        self._lock = threading.Lock()
+        self._draining = False
+        self.rounds = 0  # rounds written (how much batching happened: tests and benchmarks read it)
+        self.jobs_written = 0
+
+    def submit(self, job: WriteJob, sync: bool) -> asyncio.Future[None]:
+        """Hand a batch to the writer (on the loop); the future ends when it is written (and
+        fsynced when `sync`), or with the StorageError that stopped it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._jobs.append((job, sync, future, loop))
+            start, self._draining = not self._draining, True
+        if start:
+            try:
+                self._executor().submit(self._drain)
+            except RuntimeError as exc:  # the executor is shut down: the daemon is stopping
+                with self._lock:
+                    jobs, self._jobs, self._draining = self._jobs, [], False
+                _report([(f, StorageError(f"journal not written: {exc}")) for _, _, f, _ in jobs])
+        return future
+
+    def _drain(self) -> None:
+        """In a pool thread: write rounds until nothing is left."""
+        while True:
+            with self._lock:
+                jobs, self._jobs = self._jobs, []
+                if not jobs:
+                    self._draining = False
+                    return
+            try:
+                outcomes = self._write_round(jobs)
+            except BaseException as exc:  # a bug: fail the round rather than hang its waiters
+                log.exception("journal round failed unexpectedly")
+                outcomes = [(future, StorageError(f"journal write failed: {exc}")) for _, _, future, _ in jobs]
+            self.rounds += 1
+            self.jobs_written += len(jobs)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
+            for (_, _, _, loop), outcome in zip(jobs, outcomes, strict=True):
+                by_loop.setdefault(loop, []).append(outcome)
+            for loop, reported in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_report, reported)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody waits for these any more
+
+    def _write_round(self, jobs: list[_Job]) -> list[tuple[asyncio.Future[None], BaseException | None]]:
+        errors: dict[int, BaseException] = {}  # by job index
+        to_sync: dict[int, tuple[SegmentWriter, list[int]]] = {}  # by id(writer)
+        for index, (job, sync, _, _) in enumerate(jobs):
+            try:
+                writer = job()
+            except DocpilotError as exc:
+                errors[index] = exc
+                continue
+            if sync:
+                to_sync.setdefault(id(writer), (writer, []))[1].append(index)
+        pending = list(to_sync.values())
+        failures: list[BaseException | None]
+        if len(pending) <= 1:
+            failures = [_sync(writer) for writer, _ in pending]
+        else:
+            # The first here, the others on the executor's free threads, all at once.
+            others = [self._executor().submit(_sync, writer) for writer, _ in pending[1:]]
+            failures = [_sync(pending[0][0]), *(f.result() for f in others)]
+        for (_, indexes), failure in zip(pending, failures, strict=True):
+            if failure is not None:
+                for index in indexes:
+                    errors[index] = failure
+        return [(future, errors.get(index)) for index, (_, _, future, _) in enumerate(jobs)]
+
+
+def _sync(writer: SegmentWriter) -> BaseException | None:
+    try:
+        writer.sync()
+    except DocpilotError as exc:
+        return exc
+    except Exception as exc:
+        log.exception("journal fsync failed unexpectedly")
+        return StorageError(f"journal fsync failed: {exc}")
+    return None
+
+
+def _report(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    """On the loop: one call for a whole round."""
+    for future, error in outcomes:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
