@@ -138,7 +138,7 @@ class App:
         await self.server.start(sock=inherited)
         log.info(
             "ready: %d sessions (%d live) in %s, recovery %.0f ms, socket %s",
-            len(engine.entries), sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
+            len(engine.entries), len(engine.live_entries()),
             self.layout.root, report.duration_ms, self.layout.socket,
         )
         notify.send("READY=1", f"STATUS=serving {len(engine.entries)} sessions")
@@ -214,7 +214,7 @@ class App:
 
 
 def _sync_markers(markers: Markers, engine: Engine) -> None:
-    live = [(e.session_id, e.pending_state) for e in engine.entries.values() if e.pending_state in ("Active", "Paused")]
+    live = [(e.session_id, e.pending_state or "") for e in engine.live_entries()]
     try:
         current = engine.resolve(None)
     except DocpilotError:

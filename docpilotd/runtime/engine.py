@@ -159,6 +159,14 @@ class Engine:
         self.config = config
         self.store = store
         self.entries: dict[str, Entry] = {}
+        # The live sessions (Active or Paused once their queued changes apply), kept as states
+        # change, so that the default session of a note or a hook line and the counts `status`
+        # shows cost the same with 10 or 100,000 sessions (see `_track`).
+        self._live: dict[str, Entry] = {}
+        # The most recent finished session for `resolve_latest`, found again only after a change
+        # that can alter it (a state change, a session leaving or arriving): never on a note.
+        self._latest_finished: Entry | None = None
+        self._latest_finished_known = False
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docpilotd-io")
         self.journal = JournalWriter(lambda: self.pool)  # every session's appends and fsyncs, one drain
         self.degraded: dict[str, str] = {}
@@ -188,6 +196,7 @@ class Engine:
             entry.started_ns = _started_ns(outline) if is_live(outline) else 0
             entry.checkpoint_seq = -1  # unknown until written: forces a first checkpoint if dirty
             self.entries[session_id] = entry
+            self._track(entry)
             if self.feed is not None:  # found while running (the watcher); at start-up the feed is not set yet
                 self.feed.adopted(entry)
 
@@ -210,10 +219,27 @@ class Engine:
             if entry is None:
                 return self._by_prefix(session_id)
             return entry
-        live = [e for e in self.entries.values() if e.pending_state in ("Active", "Paused")]
-        if not live:
+        if not self._live:
             raise SessionNotFound("no live session (start one with 'docpilot start \"what you are doing\"')")
-        return max(live, key=lambda e: e.started_ns)
+        return max(self._live.values(), key=lambda e: e.started_ns)
+
+    def live_entries(self) -> list[Entry]:
+        """The live sessions (Active or Paused as their queued changes leave them), oldest start
+        first; a session whose creation is not applied yet is among them."""
+        return sorted(self._live.values(), key=lambda e: e.started_ns)
+
+    def summary_changed(self, entry: Entry, summary: SessionSummary) -> None:
+        """Another part found the session changed on disk (the watcher): take its new summary."""
+        entry.summary = summary
+        self._track(entry)
+
+    def _track(self, entry: Entry) -> None:
+        """Call after `entry.pending_state` changed or the entry joined or left the registry."""
+        if entry.pending_state in ("Active", "Paused") and self.entries.get(entry.session_id) is entry:
+            self._live[entry.session_id] = entry
+        else:
+            self._live.pop(entry.session_id, None)
+        self._latest_finished_known = False
 
     def _by_prefix(self, given: str) -> Entry:
         """The one session whose id starts with `given` (case and hyphens do not matter: ids are
@@ -244,10 +270,23 @@ class Engine:
         stopped (the latest of a live session's start and a finished one's stop)."""
         if session_id:
             return self.resolve(session_id)
-        known = [e for e in self.entries.values() if e.summary is not None]
-        if not known:
+        candidates = [e for e in self._live.values() if e.summary is not None]
+        finished = self._latest_finished_entry()
+        if finished is not None:
+            candidates.append(finished)
+        if not candidates:
             raise SessionNotFound("no session yet (start one with 'docpilot start \"what you are doing\"')")
-        return max(known, key=_recency)
+        return max(candidates, key=_recency)
+
+    def _latest_finished_entry(self) -> Entry | None:
+        """The finished session that stopped last: one pass over the registry after a change
+        that may alter it (`_track`), none for the commands and notes in between."""
+        if not self._latest_finished_known:
+            finished = (e for e in self.entries.values()
+                        if e.summary is not None and e.session_id not in self._live)
+            self._latest_finished = max(finished, key=_recency, default=None)
+            self._latest_finished_known = True
+        return self._latest_finished
 
     async def full_session(self, entry: Entry) -> Session:
         """The whole session, loading a stopped one from its snapshot when not in memory."""
@@ -306,7 +345,9 @@ class Engine:
             entry.session = await self.full_session(entry)
         seq = entry.next_seq
         entry.next_seq += 1
-        entry.pending_state = new_state
+        if new_state != entry.pending_state:
+            entry.pending_state = new_state
+            self._track(entry)
         if self.config.durability == "off":
             self._apply(entry, seq, change)
             return
@@ -356,6 +397,7 @@ class Engine:
         session's files, and the session leaves the registry. If `delete_files` raises, the session
         is as it was."""
         entry.pending_state = None  # state_after(None, ...) refuses every change
+        self._track(entry)
         self._state_changed()
         try:
             await asyncio.wait_for(entry._idle.wait(), timeout)
@@ -369,6 +411,7 @@ class Engine:
                 result = await asyncio.get_running_loop().run_in_executor(self.pool, delete_files)
             except DocpilotError:
                 entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
+                self._track(entry)
                 entry.dirty = entry.session is not None
                 self._state_changed()
                 raise
@@ -380,6 +423,8 @@ class Engine:
     def forget(self, session_id: str) -> None:
         """The session leaves the registry (its files are gone, or it was never created)."""
         entry = self.entries.pop(session_id, None)
+        if entry is not None:
+            self._track(entry)
         if entry is not None and entry._writer is not None:
             entry._writer.close()
             entry._writer = None
@@ -406,6 +451,7 @@ class Engine:
         entry = Entry(session_id, None, 0, None)  # not created yet: no summary until its first change applies
         entry.started_ns = time.time_ns()
         self.entries[session_id] = entry
+        self._track(entry)
         return entry
 
     def _apply(self, entry: Entry, seq: int, change: Change) -> None:
@@ -422,6 +468,8 @@ class Engine:
         entry.seq = seq
         entry.dirty = True
         entry.summary = summarize(entry.session)
+        if not isinstance(change, _CONTENT_ONLY):
+            self._latest_finished_known = False  # a stop or a replacement moves when it ended
         if self.feed is not None:
             self.feed.applied(entry, seq, change)
         if not isinstance(change, _CONTENT_ONLY) and self.on_state_change is not None:
@@ -480,6 +528,7 @@ class Engine:
         self._bury_writer(entry)
         entry.next_seq = entry.seq + 1
         entry.pending_state = state_name(entry.session.state) if entry.session is not None else None
+        self._track(entry)
         entry._needs_rebase = str(exc)
         self.degraded[entry.session_id] = f"journal write failed: {exc}"
         log.error("session %s: journal write failed, %d change(s) refused: %s", entry.session_id, len(waiting), exc)
@@ -489,6 +538,7 @@ class Engine:
                 future.set_exception(type(error)(f"not saved: {error.message}"))
         if entry.session is None:  # the session was never created: forget it, and its Create
             self.entries.pop(entry.session_id, None)
+            self._track(entry)
             for path in entry._dead_segments:
                 try:
                     quarantine.move(self.store.ops, self.store.layout.quarantine, path, "journal of a refused new session")

@@ -237,7 +237,7 @@ class Watcher:
                 return
             edited = snapshot.plain_session(decoded.session)
             if decoded.integrity == "verified" and entry.session is None:
-                entry.summary = summarize(edited)
+                engine.summary_changed(entry, summarize(edited))
                 return  # e.g. a copy of one of our own files put back: nothing to rewrite
             await engine.commit(entry, changes.Replace(session=edited, reason="edited on disk"))
             await engine.checkpoint(entry)
@@ -248,7 +248,7 @@ class Watcher:
             entry, lambda: recover_session(store, entry.session_id, [], repair=True)
         )
         if found is not None:
-            entry.summary = summarize(found.session)
+            engine.summary_changed(entry, summarize(found.session))
 
 
 def _inode(directory: Path) -> int | None:

@@ -382,6 +382,7 @@ def test_a_session_not_created_yet_is_not_reported(tmp_path: Path) -> None:
         made = (await start(p.Start(description="made", cwd="/w"), ctx))["id"]
         pending = engine.new_entry("0badc0de-0000-4000-8000-000000000000")
         pending.pending_state = "Active"  # as commit leaves it before the flush applies the Create
+        engine._track(pending)  # (commit keeps the engine's set of live sessions up to date so)
         assert pending.summary is None
         assert [s["id"] for s in await sessions(p.Sessions(), ctx)] == [made]
         assert engine.resolve_latest(None).session_id == made

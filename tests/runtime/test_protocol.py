@@ -281,8 +281,12 @@ def test_connection_limit_answers_busy_and_recovers(daemons: DaemonFactory) -> N
     held = [d.connect(timeout=5) for _ in range(3)]
     try:
         time.sleep(0.2)  # let the daemon accept them
-        reply = _reply(d, b'{"op":"hello"}\n')
-        assert reply is not None and "busy" in reply["error"]["message"], reply
+        # The daemon answers `busy` on accepting, before reading anything, and closes: so read
+        # without sending (a request sent after that close would fail with EPIPE, not the answer).
+        with d.connect(timeout=5) as extra:
+            line = read_line(extra)
+        reply = json.loads(line)
+        assert reply["ok"] is False and "busy" in reply["error"]["message"], reply
     finally:
         held.pop().close()
     wait_for(lambda: d.request("hello").get("ok"), 5, what="a free connection slot")
