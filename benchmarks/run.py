@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "client": "client",
     "per_change": "per_change",
     "throughput": "throughput",
+    "defaults": "defaults",
     "stall": "stall",
     "startup": "startup",
     "memory": "memory",

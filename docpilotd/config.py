@@ -34,6 +34,15 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str | None = None
     autosave_interval: PositiveSeconds = 30.0
+    # A snapshot is a compaction of the journal (runtime/engine.py, `Engine.autosave`): a session
+    # whose last snapshot is up to `autosave_small_mb` is written at every autosave it changed in
+    # (sessions/ is then never more than one interval behind); a larger one only once the journal
+    # since its snapshot reaches `autosave_growth` times the snapshot's size, or the snapshot is
+    # `autosave_max_age` seconds old, so that its checkpoints cost a bounded share of what is
+    # recorded. `save`, `stop` and shutdown always write every changed session.
+    autosave_small_mb: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 16.0
+    autosave_growth: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 0.25
+    autosave_max_age: PositiveSeconds = 600.0
     backups_kept: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     durability: Durability = "always"
     batch_window_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100

@@ -131,7 +131,7 @@ class App:
         self.watcher = Watcher(engine, self.config.rescan_interval, self.spool)
         self.watcher.start()
         engine.on_directories_restored = self.watcher.directories_restored_threadsafe
-        self.autosave = Autosave(self.config.autosave_interval, engine.checkpoint_dirty)
+        self.autosave = Autosave(self.config.autosave_interval, engine.autosave)
         self.autosave.start()
         # An inherited socket's path belongs to the service manager: the server must not unlink it.
         self.server = Server(ctx, self.config.limits, self.layout.socket, owns_path=inherited is None)

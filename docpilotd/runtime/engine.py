@@ -93,6 +93,11 @@ class Entry:
     # journal/ (for quarantine) before any record reuses their sequence numbers.
     _dead_segments: list[Path] = field(default_factory=list)
     last_command_at: str | None = None  # timestamp given to the latest recorded command
+    # For the autosave policy (Engine.autosave): the size of the last snapshot written, the
+    # journal bytes written since its segment switch, and when it was written (monotonic).
+    snapshot_bytes: int = 0
+    journal_bytes: int = 0
+    snapshot_mono: float = 0.0
     # The last timestamp `Engine.stamp` gave, and the monotonic clock then (see `stamp`).
     last_stamp_ns: int = 0
     last_stamp_mono_ns: int = 0
@@ -194,6 +199,12 @@ class Engine:
             # Only live sessions are ever picked by start time (`resolve`); a finished one that a
             # replacement makes live again gets its time then (`_apply`).
             entry.started_ns = _started_ns(outline) if is_live(outline) else 0
+            if is_live(outline):  # for the autosave policy (`due`): how large its snapshot is
+                try:
+                    entry.snapshot_bytes = self.store.ops.stat(self.store.layout.session_file(session_id)).st_size
+                except OSError:
+                    pass  # none yet: written at the first autosave it changed in
+                entry.snapshot_mono = time.monotonic()
             entry.checkpoint_seq = -1  # unknown until written: forces a first checkpoint if dirty
             self.entries[session_id] = entry
             self._track(entry)
@@ -487,6 +498,7 @@ class Engine:
                     except DocpilotError as exc:
                         self._refuse(entry, batch, exc)
                         return
+                    entry.journal_bytes += len(data)
                     for seq, change, future in batch:
                         self._apply(entry, seq, change)
                         if not future.done():
@@ -663,19 +675,24 @@ class Engine:
             return  # nothing was written since the last switch (its snapshot write failed)
         writer = SegmentWriter(self.store.ops, path)
         writer.open()  # raises before anything changed
+        entry.journal_bytes = 0  # what the next snapshot will compact starts here
         old, entry._writer = entry._writer, writer
         if old is not None:
             old.close()
 
-    def _save(self, session_id: str, seq: int, captured: snapshot.Capture) -> SaveResult:
+    def _save(self, entry: Entry, seq: int, captured: snapshot.Capture) -> SaveResult:
         """In the I/O pool: write the snapshot; a data directory another program removed is made
         again first (and watched again), so a `rm -rf sessions/` heals at the next save."""
+        data = snapshot.encode_captured(captured, seq)
         try:
-            return self.store.save_encoded(session_id, snapshot.encode_captured(captured, seq))
+            result = self.store.save_encoded(entry.session_id, data)
         except DocpilotError:
             if not self.restore_directories():
                 raise
-            return self.store.save_encoded(session_id, snapshot.encode_captured(captured, seq))
+            result = self.store.save_encoded(entry.session_id, data)
+        size = len(data) if isinstance(data, bytes) else sum(map(len, data))
+        entry.snapshot_bytes, entry.snapshot_mono = size, time.monotonic()
+        return result
 
     def restore_directories(self) -> bool:
         """Make the data directories that are missing again (0700); True when one was missing.
@@ -696,7 +713,7 @@ class Engine:
 
     def _write_snapshot(self, entry: Entry, seq: int, captured: snapshot.Capture) -> None:
         """In the I/O pool, beside the live journal: the snapshot of records 1..seq, then trim."""
-        result = self._save(entry.session_id, seq, captured)
+        result = self._save(entry, seq, captured)
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         try:
@@ -707,7 +724,7 @@ class Engine:
 
     def _write_checkpoint(self, entry: Entry, seq: int, captured: snapshot.Capture, retire: list[Path] | None) -> None:
         """In the I/O pool: snapshot, new segment, retire and trim old segments."""
-        result = self._save(entry.session_id, seq, captured)
+        result = self._save(entry, seq, captured)
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         for path in retire or ():
@@ -716,6 +733,7 @@ class Engine:
         old = entry._writer
         writer = SegmentWriter(self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1))
         writer.open()
+        entry.journal_bytes = 0
         entry._writer = writer
         if old is not None:
             old.close()
@@ -758,7 +776,24 @@ class Engine:
             self._seq_by_inode[ino] = self.store.read_seq(path)
         return self._seq_by_inode[ino]
 
-    async def checkpoint_dirty(self, raise_failures: bool = False) -> int:
+    def due(self, entry: Entry, now: float) -> bool:
+        """Whether autosave writes this changed session now (see Config.autosave_small_mb): a
+        small one always; a large one once its journal since the snapshot is worth compacting
+        (`autosave_growth` of the snapshot's size), or its snapshot is old. So the bytes
+        checkpoints write stay within 1/growth of the bytes recorded, whatever the session's size."""
+        config = self.config
+        if config.durability == "off":
+            return True  # no journal: the snapshot is the only copy
+        if entry.snapshot_bytes <= config.autosave_small_mb * 1024 * 1024:
+            return True
+        return (entry.journal_bytes >= config.autosave_growth * entry.snapshot_bytes
+                or now - entry.snapshot_mono >= config.autosave_max_age)
+
+    async def autosave(self) -> int:
+        """The autosave job: checkpoint the changed sessions that are due (`due`)."""
+        return await self.checkpoint_dirty(only_due=True)
+
+    async def checkpoint_dirty(self, raise_failures: bool = False, only_due: bool = False) -> int:
         """Autosave: checkpoint every session that changed; returns how many were written.
 
         A failure is reported in status and the journal still holds every change; with
@@ -766,8 +801,9 @@ class Engine:
         tried, naming how many could not be saved."""
         written = 0
         failures: list[tuple[str, DocpilotError]] = []
+        now = time.monotonic()
         for entry in list(self.entries.values()):
-            if entry.dirty and entry.session is not None:
+            if entry.dirty and entry.session is not None and (not only_due or self.due(entry, now)):
                 try:
                     if await self.checkpoint(entry):
                         written += 1
