@@ -9,9 +9,11 @@ Flow of a change to session S (all on the event loop, which owns every Entry):
   1. check it against the state S will have after every change already queued (`state_after`);
      a refused change never reaches the journal;
   2. give it the next sequence number, frame it, queue it, and wait;
-  3. S's flusher writes the queued records in one write and (durability "always") one fsync, in
-     the I/O thread pool; only then are the records applied to memory in order and their waiters
-     told `ok`;
+  3. the flusher (one task for every session, `_flush_ready`) hands the queued records of every
+     session with changes to the journal writer in one round (runtime/journal_writer.py: one
+     write per session and one fsync per file, durability "always", in a pool thread); only when
+     the round reported are each session's records applied to memory in order and their
+     waiters told `ok`;
   4. if the write or fsync fails, every queued change of S is refused (never `ok`), the writer is
      dead, and S must be rebased before it accepts another change: a snapshot written from memory
      (which holds only acknowledged changes) and a new segment after it; the old segment goes to
@@ -174,6 +176,10 @@ class Engine:
         self._latest_finished_known = False
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docpilotd-io")
         self.journal = JournalWriter(lambda: self.pool)  # every session's appends and fsyncs, one drain
+        # Sessions with changes queued that no flush has taken yet, and the one task that takes
+        # them all, a journal round at a time (`_flush_ready`).
+        self._ready: list[Entry] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.degraded: dict[str, str] = {}
         self._seq_by_inode: dict[int, int] = {}
         self._sync_task: asyncio.Task[None] | None = None
@@ -368,7 +374,9 @@ class Engine:
         entry._pending_bytes += journal.frame(seq, change)
         if not entry._flushing:
             entry._flushing = True
-            self.tasks.spawn(self._flush(entry), name=f"flush {entry.session_id}")
+            self._ready.append(entry)
+            if self._flusher is None:
+                self._flusher = self.tasks.spawn(self._flush_ready(), name="journal flusher")
         await future
 
     # -- operations other parts need on a whole session ---------------------------------------------
@@ -486,29 +494,83 @@ class Engine:
         if not isinstance(change, _CONTENT_ONLY) and self.on_state_change is not None:
             self.on_state_change()
 
+    async def _flush_ready(self) -> None:
+        """The flusher: every session with changes queued goes into one journal round (one
+        hand-off to the writer, one report back, whatever the number of sessions); a session
+        whose io_lock a checkpoint holds is left to a flush of its own that waits for it.
+        Each session's records are applied and answered, in order, only once its round reported
+        them written and fsynced; changes queued meanwhile go into the next round."""
+        sync = self.config.durability == "always"
+        try:
+            while self._ready:
+                ready, self._ready = self._ready, []
+                taken: list[tuple[Entry, list[tuple[int, Change, asyncio.Future[None]]], bytes]] = []
+                for entry in ready:
+                    if not entry._queue:  # refused meanwhile (a failed write of its own flush)
+                        self._flush_ended(entry)
+                    elif entry._io_lock.locked():
+                        self.tasks.spawn(self._flush(entry), name=f"flush {entry.session_id}")
+                    else:
+                        await entry._io_lock.acquire()  # free: taken without a pause
+                        taken.append((entry, entry._queue, bytes(entry._pending_bytes)))
+                        entry._queue, entry._pending_bytes = [], bytearray()
+                if not taken:
+                    continue
+                try:
+                    outcomes = await self.journal.submit(
+                        [(functools.partial(self._append, entry, batch[0][0], data), sync) for entry, batch, data in taken]
+                    )
+                except BaseException:
+                    for entry, _, _ in taken:
+                        entry._io_lock.release()
+                    raise
+                for (entry, batch, data), error in zip(taken, outcomes, strict=True):
+                    try:
+                        self._written(entry, batch, data, error, sync)
+                    finally:
+                        entry._io_lock.release()
+                    if error is None and entry._queue:
+                        self._ready.append(entry)  # more came meanwhile: the next round
+                    else:
+                        self._flush_ended(entry)
+        finally:
+            self._flusher = None
+
     async def _flush(self, entry: Entry) -> None:
+        """One session's own flush, for when its io_lock was held (a checkpoint's capture)."""
         sync = self.config.durability == "always"
         try:
             async with entry._io_lock:
                 while entry._queue:
                     batch, data = entry._queue, bytes(entry._pending_bytes)
                     entry._queue, entry._pending_bytes = [], bytearray()
-                    try:
-                        await self.journal.submit(functools.partial(self._append, entry, batch[0][0], data), sync)
-                    except DocpilotError as exc:
-                        self._refuse(entry, batch, exc)
+                    (error,) = await self.journal.submit([(functools.partial(self._append, entry, batch[0][0], data), sync)])
+                    self._written(entry, batch, data, error, sync)
+                    if error is not None:
                         return
-                    entry.journal_bytes += len(data)
-                    for seq, change, future in batch:
-                        self._apply(entry, seq, change)
-                        if not future.done():
-                            future.set_result(None)
-                    if not sync:
-                        self._schedule_sync(entry)
         finally:
-            entry._flushing = False
-            if not entry._queue:
-                entry._idle.set()
+            self._flush_ended(entry)
+
+    def _written(
+        self, entry: Entry, batch: list[tuple[int, Change, asyncio.Future[None]]], data: bytes,
+        error: BaseException | None, sync: bool,
+    ) -> None:
+        """A batch's round reported: apply and answer its changes in order, or refuse them all."""
+        if error is not None:
+            self._refuse(entry, batch, error if isinstance(error, DocpilotError) else StorageError(str(error)))
+            return
+        entry.journal_bytes += len(data)
+        for seq, change, future in batch:
+            self._apply(entry, seq, change)
+            if not future.done():
+                future.set_result(None)
+        if not sync:
+            self._schedule_sync(entry)
+
+    def _flush_ended(self, entry: Entry) -> None:
+        entry._flushing = False
+        if not entry._queue:
+            entry._idle.set()
 
     def _append(self, entry: Entry, first_seq: int, data: bytes) -> SegmentWriter:
         """In the journal writer's thread: append a batch (the writer fsyncs it); opens the

@@ -36,65 +36,71 @@ from ..storage.journal import SegmentWriter
 
 log = logging.getLogger("docpilotd.journal")
 
-# Appends one batch in the writer thread and returns the segment it went to.
+# Appends one batch in the writer's thread and returns the segment it went to.
 WriteJob = Callable[[], SegmentWriter]
-_Job = tuple[WriteJob, bool, "asyncio.Future[None]", asyncio.AbstractEventLoop]
+# What a round reports for each job of a submission: None (written, and fsynced if asked) or the error.
+Outcome = BaseException | None
+_Submission = tuple[list[tuple[WriteJob, bool]], "asyncio.Future[list[Outcome]]", asyncio.AbstractEventLoop]
 
 
 class JournalWriter:
     def __init__(self, executor: Callable[[], Executor]) -> None:
         self._executor = executor
-        self._jobs: list[_Job] = []
+        self._pending: list[_Submission] = []
         self._lock = threading.Lock()
         self._draining = False
         self.rounds = 0  # rounds written (how much batching happened: tests and benchmarks read it)
         self.jobs_written = 0
 
-    def submit(self, job: WriteJob, sync: bool) -> asyncio.Future[None]:
-        """Hand a batch to the writer (on the loop); the future ends when it is written (and
-        fsynced when `sync`), or with the StorageError that stopped it."""
+    def submit(self, jobs: list[tuple[WriteJob, bool]]) -> asyncio.Future[list[Outcome]]:
+        """Hand batches to the writer (on the loop): (job, fsync it?) each. The future ends, once
+        all of them were written in the same round, with one outcome per job, in order."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
         with self._lock:
-            self._jobs.append((job, sync, future, loop))
+            self._pending.append((jobs, future, loop))
             start, self._draining = not self._draining, True
         if start:
             try:
                 self._executor().submit(self._drain)
             except RuntimeError as exc:  # the executor is shut down: the daemon is stopping
                 with self._lock:
-                    jobs, self._jobs, self._draining = self._jobs, [], False
-                _report([(f, StorageError(f"journal not written: {exc}")) for _, _, f, _ in jobs])
+                    pending, self._pending, self._draining = self._pending, [], False
+                for submitted, waiting, _ in pending:
+                    waiting.set_result([StorageError(f"journal not written: {exc}")] * len(submitted))
         return future
 
     def _drain(self) -> None:
         """In a pool thread: write rounds until nothing is left."""
         while True:
             with self._lock:
-                jobs, self._jobs = self._jobs, []
-                if not jobs:
+                pending, self._pending = self._pending, []
+                if not pending:
                     self._draining = False
                     return
+            jobs = [job for submitted, _, _ in pending for job in submitted]
             try:
                 outcomes = self._write_round(jobs)
             except BaseException as exc:  # a bug: fail the round rather than hang its waiters
                 log.exception("journal round failed unexpectedly")
-                outcomes = [(future, StorageError(f"journal write failed: {exc}")) for _, _, future, _ in jobs]
+                outcomes = [StorageError(f"journal write failed: {exc}")] * len(jobs)
             self.rounds += 1
             self.jobs_written += len(jobs)
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
-            for (_, _, _, loop), outcome in zip(jobs, outcomes, strict=True):
-                by_loop.setdefault(loop, []).append(outcome)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Outcome]], list[Outcome]]]] = {}
+            at = 0
+            for submitted, future, loop in pending:
+                by_loop.setdefault(loop, []).append((future, outcomes[at : at + len(submitted)]))
+                at += len(submitted)
             for loop, reported in by_loop.items():
                 try:
                     loop.call_soon_threadsafe(_report, reported)
                 except RuntimeError:
                     pass  # that loop is closed: nobody waits for these any more
 
-    def _write_round(self, jobs: list[_Job]) -> list[tuple[asyncio.Future[None], BaseException | None]]:
+    def _write_round(self, jobs: list[tuple[WriteJob, bool]]) -> list[Outcome]:
         errors: dict[int, BaseException] = {}  # by job index
         to_sync: dict[int, tuple[SegmentWriter, list[int]]] = {}  # by id(writer)
-        for index, (job, sync, _, _) in enumerate(jobs):
+        for index, (job, sync) in enumerate(jobs):
             try:
                 writer = job()
             except DocpilotError as exc:
@@ -114,7 +120,7 @@ class JournalWriter:
             if failure is not None:
                 for index in indexes:
                     errors[index] = failure
-        return [(future, errors.get(index)) for index, (_, _, future, _) in enumerate(jobs)]
+        return [errors.get(index) for index in range(len(jobs))]
 
 
 def _sync(writer: SegmentWriter) -> BaseException | None:
@@ -128,12 +134,8 @@ def _sync(writer: SegmentWriter) -> BaseException | None:
     return None
 
 
-def _report(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+def _report(reported: list[tuple[asyncio.Future[list[Outcome]], list[Outcome]]]) -> None:
     """On the loop: one call for a whole round."""
-    for future, error in outcomes:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+    for future, outcomes in reported:
+        if not future.done():
+            future.set_result(outcomes)
