@@ -94,6 +94,13 @@ class Entry:
     # Segments written by a writer that failed: they may hold refused records, so they leave
     # journal/ (for quarantine) before any record reuses their sequence numbers.
     _dead_segments: list[Path] = field(default_factory=list)
+    # The session's journal segments, (first sequence, path) in order, and its backup files, as
+    # the engine made and removed them, so that a checkpoint's trim lists neither directory (with
+    # 100,000 sessions, each listing is hundreds of thousands of names). None: not known yet, or
+    # another part rewrote the files (files_held): listed once, at the next trim. A segment missing
+    # from the list only makes trimming keep more (see `_trim`).
+    _segments: list[tuple[int, Path]] | None = None
+    _generations: list[Path] | None = None
     last_command_at: str | None = None  # timestamp given to the latest recorded command
     # For the autosave policy (Engine.autosave): the size of the last snapshot written, the
     # journal bytes written since its segment switch, and when it was written (monotonic).
@@ -408,7 +415,10 @@ class Engine:
         """Hold the session's files still (no snapshot, backup, trim or segment switch) while the
         caller rewrites them; yields the live journal segment, which must not be rewritten."""
         async with entry._snapshot_lock:
-            yield entry._writer.path if entry._writer is not None else None
+            try:
+                yield entry._writer.path if entry._writer is not None else None
+            finally:
+                entry._segments = entry._generations = None  # rewritten by another part: list again
 
     async def remove(self, entry: Entry, delete_files: Callable[[], _T], timeout: float = SETTLE_TIMEOUT_S) -> _T:
         """Purge: the session refuses every change from now on, changes already on their way end,
@@ -592,6 +602,7 @@ class Engine:
                     entry._dead_segments.append(writer.path)
                     raise
             entry._writer = writer
+            _note_segment(entry, first_seq, writer.path)
         entry._writer.write(data)
         return entry._writer
 
@@ -737,6 +748,7 @@ class Engine:
             return  # nothing was written since the last switch (its snapshot write failed)
         writer = SegmentWriter(self.store.ops, path)
         writer.open()  # raises before anything changed
+        _note_segment(entry, seq + 1, path)
         entry.journal_bytes = 0  # what the next snapshot will compact starts here
         old, entry._writer = entry._writer, writer
         if old is not None:
@@ -779,7 +791,7 @@ class Engine:
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         try:
-            self._trim(entry.session_id, seq)
+            self._trim(entry, seq, result)
         except (DocpilotError, OSError) as exc:
             # Harmless: an untrimmed segment only costs space; the next checkpoint trims it.
             log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
@@ -790,38 +802,63 @@ class Engine:
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         for path in retire or ():
+            entry._segments = None  # after an error: listed again at the trim
             if self.store.ops.exists(path):  # an earlier, partly successful rebase may have moved it
                 quarantine.move(self.store.ops, self.store.layout.quarantine, path, "journal segment after a write error")
         old = entry._writer
         writer = SegmentWriter(self.store.ops, self.store.layout.journal / journal.segment_name(entry.session_id, seq + 1))
         writer.open()
+        _note_segment(entry, seq + 1, writer.path)
         entry.journal_bytes = 0
         entry._writer = writer
         if old is not None:
             old.close()
         try:
-            self._trim(entry.session_id, seq)
+            self._trim(entry, seq, result)
         except (DocpilotError, OSError) as exc:
             # Harmless: an untrimmed segment only costs space; the next checkpoint trims it.
             log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
 
-    def _trim(self, session_id: str, snapshot_seq: int) -> None:
+    def _trim(self, entry: Entry, snapshot_seq: int, saved: SaveResult) -> None:
         """Remove segments no retained copy needs: every record in them is at or below the
         sequence of the oldest retained backup (and of the snapshot). So recovery from the
-        snapshot or from any retained backup always reaches the last acknowledged change."""
-        generations = backups.for_session(self.store.ops, self.store.layout.backups, session_id)
+        snapshot or from any retained backup always reaches the last acknowledged change.
+
+        The backups and segments are the ones the engine keeps track of (Entry._segments), listed
+        from the directories only when not known. Why a segment missing from that list is safe:
+        a segment is removed when the next one listed starts at or below needed + 1; with one
+        missing in between, the next listed starts later still, so its records, which end before
+        the missing one's first, are at or below needed too, and the missing one is only kept."""
+        session_id = entry.session_id
+        generations = entry._generations
+        if generations is None:
+            generations = [b.path for b in backups.for_session(self.store.ops, self.store.layout.backups, session_id)]
+        else:
+            removed = set(saved.removed_backups)
+            generations = [g for g in generations if g not in removed]
+            if saved.backup is not None and saved.backup not in generations:
+                generations.append(saved.backup)
+        entry._generations = generations
         # With no backup yet, the snapshot is the only copy: keep the whole journal, so that a
         # damaged snapshot can still be rebuilt from it.
-        needed = min([snapshot_seq, *(self._backup_seq(b.path) for b in generations)]) if generations else 0
-        segments = journal.segments_of(self.store.ops, self.store.layout.journal, session_id)
+        needed = min([snapshot_seq, *(self._backup_seq(g) for g in generations)]) if generations else 0
+        segments = entry._segments
+        if segments is None:
+            segments = journal.segments_of(self.store.ops, self.store.layout.journal, session_id)
         # Unlinks are not synced: a segment that a crash brings back holds only records at or
         # below the snapshot's sequence, which replay skips.
-        for (_, path), (next_first, _) in itertools.pairwise(segments):
+        kept: list[tuple[int, Path]] = []
+        for (first, path), (next_first, _) in itertools.pairwise(segments):
             if next_first - 1 <= needed:
                 try:
                     self.store.ops.unlink(path)
+                    continue
+                except FileNotFoundError:
+                    continue
                 except OSError:
                     pass
+            kept.append((first, path))
+        entry._segments = kept + segments[-1:]
 
     def _backup_seq(self, path: Path) -> int:
         try:
@@ -891,6 +928,13 @@ class Engine:
 
     def find_entries(self, predicate: Callable[[Entry], bool]) -> list[Entry]:
         return [e for e in self.entries.values() if predicate(e)]
+
+
+def _note_segment(entry: Entry, first_seq: int, path: Path) -> None:
+    """A segment the engine opened joins the session's known segments (when they are known)."""
+    known = entry._segments
+    if known is not None and (first_seq, path) not in known:
+        entry._segments = sorted([*known, (first_seq, path)])
 
 
 def _started_ns(session: Session) -> int:
