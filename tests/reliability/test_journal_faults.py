@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 
 import pytest
 
@@ -133,3 +134,56 @@ def test_a_refused_record_never_returns_after_a_failed_rebase(layout: Layout) ->
 
     sid = asyncio.run(scenario())
     assert _texts(layout)[sid] == ["before", "accepted"]
+
+
+class _FailOneFile(FaultyOps):
+    """Fails every fsync of the journal segments of one session (found by the descriptor's path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: str | None = None
+
+    def fsync(self, fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1]
+        if self.failing is not None and name.startswith(self.failing) and name.endswith(".wal"):
+            self._raise("fsync")
+        super().fsync(fd)
+
+
+def test_one_sessions_failed_fsync_in_a_shared_round_refuses_only_its_changes(layout: Layout) -> None:
+    """Changes of many sessions go to the disk in the same round of the journal writer; a session
+    whose file fails is refused, the others in that round are acknowledged and recovered."""
+
+    async def scenario() -> tuple[str, list[str], dict[str, list[str]], float]:
+        ops = _FailOneFile()
+        engine = Engine(Config(durability="always"), SessionStore(layout, ops))
+        ctx = Context(engine, None, 0)
+        ids = [(await start(p.Start(description=f"s{i}", cwd="/w"), ctx))["id"] for i in range(6)]
+        bad = ids[2]
+        ops.failing = bad
+        rounds, jobs = engine.journal.rounds, engine.journal.jobs_written
+
+        async def note(sid: str, n: int) -> str | None:
+            try:
+                await annotate(p.Annotate(session=sid, text=f"{sid[:8]} {n}"), ctx)
+            except StorageError:
+                return None
+            return f"{sid[:8]} {n}"
+
+        results = await asyncio.gather(*(note(sid, n) for n in range(5) for sid in ids))
+        batched = (engine.journal.jobs_written - jobs) / max(1, engine.journal.rounds - rounds)
+        ops.failing = None
+        await annotate(p.Annotate(session=bad, text="after"), ctx)  # rebased, accepted again
+        await engine.close()
+        acked = [r for r in results if r is not None]
+        expected = {sid: [f"{sid[:8]} {n}" for n in range(5) if f"{sid[:8]} {n}" in acked] for sid in ids}
+        expected[bad].append("after")
+        return bad, acked, expected, batched
+
+    bad, acked, expected, batched = asyncio.run(scenario())
+    assert not [a for a in acked if a.startswith(bad[:8])], "a change of the failing session was acknowledged"
+    assert len(acked) == 25, acked  # every note of the five other sessions was acknowledged
+    assert batched > 1.5, f"the sessions' batches did not share rounds ({batched:.2f} per round)"
+    recovered = _texts(layout)
+    for sid, texts in expected.items():
+        assert recovered[sid] == texts
