@@ -12,7 +12,8 @@ the daemon, over one persistent connection, for the session's command count abou
 The latency of a command is the moment the count went up minus the spool file's st_mtime_ns after
 the hook's append (the moment the hook wrote; the newest *.jsonl in spool/, whose size must have
 grown). A command the daemon has not counted 5 s after it was typed is a miss; a miss fails the
-row, and so does a final command count that is not exactly the number typed.
+row, and so does a final command count that is not exactly the number typed. prompt.py measures
+the same span (last append's mtime to stored) for a burst of commands typed ahead.
 
 Why it can miss: the file's mtime comes from the kernel's coarse clock (up to one tick before the
 true write on kernels without fine-grained timestamps: 0-7 ms, median 5 ms, on the machine this was

@@ -35,11 +35,15 @@ import fcntl
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import DiskFull, DocpilotError, PermissionDenied, StorageError, UsageError
 
 STDOUT = "-"
+# What is written: the bytes, or a function that writes them a block at a time to the writer it is
+# given (a session read as it arrives: client/streamed.py); an exception it raises leaves a
+# replaced file as it was.
+Data = bytes | Callable[[Callable[[bytes], object]], None]
 
 
 class Refusal(UsageError):
@@ -61,7 +65,7 @@ def error_for(exc: OSError, shown: str) -> DocpilotError:
 
 def write(
     target: str,
-    data: bytes,
+    data: Data,
     *,
     name: str,
     forbidden: Sequence[str] = (),
@@ -114,7 +118,7 @@ def write(
     return path, path
 
 
-def write_stdout(data: bytes) -> None:
+def write_stdout(data: Data) -> None:
     """All of `data` on standard output, flushed; a full disk or a broken device is one error line."""
     stream = sys.stdout
     if stream is None:
@@ -123,10 +127,16 @@ def write_stdout(data: bytes) -> None:
         stream.flush()
         buffer = getattr(stream, "buffer", None)
         if buffer is not None:
-            buffer.write(data)
+            if callable(data):
+                data(buffer.write)
+            else:
+                buffer.write(data)
             buffer.flush()
         else:  # pragma: no cover - a text-only replacement of sys.stdout
-            stream.write(data.decode("utf-8", "replace"))
+            if callable(data):
+                data(lambda block: stream.write(block.decode("utf-8", "replace")))
+            else:
+                stream.write(data.decode("utf-8", "replace"))
             stream.flush()
     except BrokenPipeError:
         raise
@@ -222,13 +232,16 @@ def refuse_private(shown: str, paths: Sequence[str], forbidden: Sequence[str], c
         current = parent
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: Data) -> None:
+    if callable(data):
+        data(lambda block: _write_all(fd, block))
+        return
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _write_into(path: str, data: bytes, st: os.stat_result, shown: str, kind: str) -> None:
+def _write_into(path: str, data: Data, st: os.stat_result, shown: str, kind: str) -> None:
     """Write into a FIFO or a character device: never created, truncated or replaced."""
     flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
     try:
@@ -252,7 +265,7 @@ def _write_into(path: str, data: bytes, st: os.stat_result, shown: str, kind: st
         os.close(fd)
 
 
-def _replace(real: str, data: bytes, st: os.stat_result | None, shown: str) -> None:
+def _replace(real: str, data: Data, st: os.stat_result | None, shown: str) -> None:
     """Atomically put `data` at `real` (a regular file, or a new name in an existing directory)."""
     directory, name = os.path.split(real)
     try:

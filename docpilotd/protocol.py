@@ -273,3 +273,11 @@ def decode_spooled_record(line: bytes) -> Record | None:
 
 def encode(message: Any) -> bytes:
     return _encoder.encode(message) + b"\n"
+
+
+def reply_head(request_id: RequestId) -> bytes:
+    """The bytes a successful reply starts with, up to its result's first byte: a result written
+    after them, then `}` and a newline, make the line `encode(Response(ok=True, id=..., result=...))`
+    (a streamed reply: runtime/server.py)."""
+    empty = _encoder.encode(Response(ok=True, id=request_id))  # {"ok":true,"id":7}: result left out
+    return empty[:-1] + b',"result":'

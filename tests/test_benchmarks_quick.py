@@ -20,14 +20,16 @@ from run import BENCHMARKS  # noqa: E402
 
 # Rows each benchmark must print (the start of the figure's name).
 ROWS: dict[str, tuple[str, ...]] = {
-    "prompt": ("prompt cost of the bash hooks",),
+    "prompt": ("prompt cost of the bash hooks", "bash: hook-to-stored of"),
     "shell_startup": ("shell start-up added by the bash hook line",),
-    "client": ("interpreter floor", "docpilot note", "hooks' sending path"),
+    "client": ("interpreter floor", "docpilot note, ", "docpilot note, a hooked shell's fast start"),
     "per_change": ("disk: one small write + fsync", "per change, 10-command session", "DocPilot's approach"),
     "throughput": ("8 clients, one session",),
-    "stall": ("longest request wait during a checkpoint",),
+    "defaults": ("note without --session vs with", "status without --session vs with"),
+    "stall": ("request wait during a checkpoint, p99", "longest request wait during a checkpoint"),
     "startup": ("start to ready", "recovery of"),
-    "memory": ("idle daemon RSS", "bytes held per command"),
+    "memory": ("idle daemon RSS", "bytes held per command", "RSS after show of", "peak RSS during show of",
+               "longest request wait during a show of"),
     "capture_latency": ("hook-to-stored latency, bash",),
     "spool_ingest": ("spool ingest of 20,000 lines: longest wait", "spool read of 20,000 lines kept nowhere"),
     "run_passthrough": ("docpilot run -- true vs true", "docpilot run passthrough of 10 MB, output to a pipe",

@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("docpilot: nothing was changed", file=sys.stderr)
                 return 0
         with Connection() as conn:
+            # A whole session (show, export) is shown or written as it arrives, never held whole.
+            streamed = verb.stream(args, conn, op, fields, lambda: _private_places(conn)) if verb.stream else None
+            if streamed is not None:
+                if verb.session == LATEST and session is None:
+                    print(f"docpilot: that was session {streamed[1]} (the most recent; --session ID for another)",
+                          file=sys.stderr)
+                return streamed[0]
             result = conn.request(op, expect, **fields)
             target = verb.target(args, result) if verb.target is not None else None
             places = _private_places(conn) if target not in (None, STDOUT) else NOWHERE

@@ -10,6 +10,10 @@ line) still works. Not in the data root: only the daemon writes there (ARCHITECT
 holds. The hook notices with `test -nt` that the package (an upgrade) or the configuration is newer
 than itself, or that DOCPILOT_HOME changed, and runs `docpilot init SHELL --file ITSELF` once.
 When the file cannot be written, `init` prints the whole script instead (the older behaviour).
+The hook's `docpilot` function starts the client fast: this interpreter (`sys.executable`) with
+-I -S on this package's client/entry.py, which puts the package on sys.path itself (no site, no
+pip launcher: `docpilot note` at about 1.6x `python -I -S -c pass`); when either file is gone it
+runs the `docpilot` on PATH, and a hook whose entry.py is gone writes itself again.
 
 `join` asks the daemon which session is meant (so a typo is caught) and prints the shell code that
 sets DOCPILOT_SESSION; `leave` prints the code that unsets it. The hooks' `docpilot` function
@@ -35,16 +39,10 @@ from pathlib import Path
 from ..errors import UsageError
 from ..paths import configured_root
 from ..results import Status
+from .lean import this_shell as this_shell  # what doctor reads about this shell (defined with status)
 from .transport import Connection
 
 SCRIPTS = {"bash": "docpilot.bash", "zsh": "docpilot.zsh", "fish": "docpilot.fish"}
-
-
-def this_shell() -> tuple[str | None, str | None]:
-    """The shell whose hooks run where this client was started (DOCPILOT_SHELL, which the hooks
-    export), and the session that shell is joined to (DOCPILOT_SESSION, which `join` exports):
-    what `status` and `doctor` say about this shell."""
-    return os.environ.get("DOCPILOT_SHELL") or None, os.environ.get("DOCPILOT_SESSION") or None
 
 
 def data_root() -> Path:
@@ -94,6 +92,10 @@ def hook_script(shell: str, target: Path | None = None) -> str:
         "__DOCPILOT_HOME__": q(os.environ.get("DOCPILOT_HOME", "")),
         "__DOCPILOT_COMPLETIONS__": q(completions),
         "__DOCPILOT_COMPLETION__": q(os.path.join(completions, "docpilot.bash") if completions else ""),
+        # The hooks' `docpilot` runs `PYTHON -I -S ENTRY` (entry.py: the fast start), this
+        # interpreter and this package: the ones this `init` runs with.
+        "__DOCPILOT_PYTHON__": q(sys.executable or ""),
+        "__DOCPILOT_ENTRY__": q(os.path.join(os.path.dirname(os.path.abspath(__file__)), "entry.py")),
     }
     for key, value in fills.items():
         text = text.replace(key, value)

@@ -1,16 +1,19 @@
-"""The hot verbs on a lean path: `docpilot note|explain|warn|milestone TEXT...` and `docpilot run
--- CMD`, what people, scripts and aliases run many times a day, started near the interpreter's
-own start-up.
+"""The hot verbs on a lean path: `docpilot note|explain|warn|milestone TEXT...`, `annotate TEXT...
+[--type KIND]`, `record [options] -- COMMAND`, `status` and `run -- CMD`, what people, scripts,
+hooks and aliases run many times a day, started near the interpreter's own start-up.
 
 Why: argparse, pathlib, dataclasses and typing cost more than everything these verbs do (two
 thirds of `docpilot note`); they are read here with a few lines instead, and sent with the light
-transport. Anything this reader does not know for certain (an unknown option, `--help`, a missing
-text) returns None, and the full parser (cli.py) takes the command line: behaviour, errors and
-help are the full parser's, this is only a faster way to the same request.
+transport. Anything this reader does not know for certain (an unknown or abbreviated option,
+`--help`, `--color`, `record --output-file`, a missing text) returns None, and the full parser
+(cli.py) takes the command line: behaviour, errors and help are the full parser's, this is only a
+faster way to the same request.
 
 Invariants: a command line is handled here only when the full parser would read it the same way
-(tests/client/test_lean.py runs both on the same command lines); imports are os, sys and what
-transport.py needs; the result is checked for the fields shown before it is shown.
+(tests/client/test_lean.py runs both on the same command lines); the request sent and the output
+printed (`--json` too) are the full client's; imports are os, sys and what transport.py needs; a
+result is checked before anything is shown (`status` and `record` as results.decode checks the
+whole reply, with its message when it does not fit; the note verbs for the fields shown).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..errors import DocpilotError
+    from ..results import SessionStatus, SessionSummary, Status
 
 # verb and aliases -> the annotation type they add (the full parser's table says the same:
 # tests/client/test_lean.py checks it against client/verbs.py).
@@ -32,7 +36,23 @@ NOTE_VERBS = {
     "warn": "warning", "warning": "warning", "alert": "warning",
     "milestone": "milestone", "mile": "milestone", "checkpoint": "milestone",
 }
-VERBS = frozenset({*NOTE_VERBS, "run"})
+ANNOTATE_VERBS = frozenset({"annotate", "add", "comment"})
+STATUS_VERBS = frozenset({"status", "info", "stat"})
+VERBS = frozenset({*NOTE_VERBS, *ANNOTATE_VERBS, *STATUS_VERBS, "record", "run"})
+# An annotation's kind as `annotate --type` takes it (verbs._KINDS, checked by the tests).
+KINDS = {"note": "note", "explanation": "explanation", "warning": "warning", "milestone": "milestone",
+         "n": "note", "e": "explanation", "w": "warning", "m": "milestone"}
+SHELLS = ("bash", "zsh", "fish")
+
+# The options each verb takes besides --json and --session/-s: spelling -> field. Long ones are
+# also read as --name=value; a value is never one that starts with "-" (argparse would refuse it
+# or read it otherwise), except a negative whole number for the number fields.
+_OPTIONS: dict[str, dict[str, str]] = {
+    "annotate": {"--type": "type", "-t": "type", "--annotation-type": "type", "-a": "type"},
+    "record": {"--exit-code": "exit_code", "--cwd": "cwd", "--shell": "shell", "--duration-ms": "duration_ms",
+               "--started-at": "started_at"},
+}
+_NUMBERS = frozenset({"exit_code", "duration_ms"})
 
 
 def main(argv: list[str]) -> int | None:
@@ -41,7 +61,7 @@ def main(argv: list[str]) -> int | None:
     parsed = _parse(argv)
     if parsed is None:
         return None
-    verb, session, as_json, words = parsed
+    verb, session, as_json, words, options = parsed
     as_json = as_json or wants_json(argv)
     try:
         if verb == "run":
@@ -50,49 +70,91 @@ def main(argv: list[str]) -> int | None:
             from . import run
 
             return run.main(SimpleNamespace(command=["--", *words], session=session))  # type: ignore[arg-type]
-        return _annotate(NOTE_VERBS[verb], " ".join(words), session, as_json)
+        if verb == "record":
+            return _record(words, session, as_json, options)
+        if verb in STATUS_VERBS:
+            return _status(session, as_json)
+        kind = NOTE_VERBS[verb] if verb in NOTE_VERBS else str(options.get("type", "note"))
+        return _annotate(kind, " ".join(words), session, as_json)
     except (Exception, KeyboardInterrupt) as exc:  # reported as the full client reports it
         return report(exc, as_json)
 
 
-def _parse(argv: list[str]) -> tuple[str, str | None, bool, list[str]] | None:
-    """(verb, --session, --json, words) as argparse would read them, or None when unsure."""
+def _parse(argv: list[str]) -> tuple[str, str | None, bool, list[str], dict[str, str | int]] | None:
+    """(verb, --session, --json, words, other options) as argparse would read them, or None when
+    unsure. `words` is the text (note verbs, annotate), the command (run, record) or empty (status)."""
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         return None
+    family = "annotate" if verb in ANNOTATE_VERBS else verb if verb in ("record", "run") else ""
+    known = _OPTIONS.get(family, {})
+    remainder = family in ("record", "run")  # everything from the command on is the command's
     session: str | None = None
     as_json = False
     words: list[str] = []
+    options: dict[str, str | int] = {}
     i = 0
     separated = False
+    interrupted = False  # an option after the text: argparse takes no more text after it
     while i < len(rest):
         word = rest[i]
+        if remainder and words:
+            words.extend(rest[i:])
+            break
         if word == "--":
+            if words:  # argparse reads `note a -- b` as it likes: the full parser's
+                return None
             words.extend(rest[i + 1:])
             separated = True
             break
-        if verb == "run" and words:  # run: everything from the command on is the command's
-            words.extend(rest[i:])
-            break
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
         if word == "--json":
             as_json = True
-        elif word in ("--session", "-s"):
-            if i + 1 >= len(rest) or rest[i + 1].startswith("-"):
+        elif name in ("--session", "-s") or name in known:
+            if not equals:
+                if i + 1 >= len(rest):
+                    return None
+                i += 1
+                value = rest[i]
+            field = "session" if name in ("--session", "-s") else known[name]
+            read = _value(field, value)
+            if read is None:
                 return None
-            session = rest[i + 1]
-            i += 1
-        elif word.startswith("--session="):
-            session = word.partition("=")[2]
+            if field == "session":
+                session = str(read)
+            else:
+                options[field] = read
         elif word.startswith("-") and word != "-":
-            return None  # -h, --help, -sID, a typo...: the full parser's to read and to explain
+            return None  # -h, --help, -sID, --color, an abbreviation, a typo...: the full parser's
         else:
+            if interrupted:
+                return None
             words.append(word)
+            i += 1
+            continue
+        if words:
+            interrupted = True
         i += 1
-    if not words or (verb != "run" and not any(words)):
+    if verb in STATUS_VERBS:
+        if words or separated:
+            return None
+    elif not words or (not remainder and not any(words)):
         return None
     if verb == "run" and words[0].startswith("-") and not separated:
         return None
-    return verb, session or os.environ.get("DOCPILOT_SESSION") or None, as_json, words
+    return verb, session or os.environ.get("DOCPILOT_SESSION") or None, as_json, words, options
+
+
+def _value(field: str, given: str) -> str | int | None:
+    """An option's value as argparse would read it, or None when unsure."""
+    if field in _NUMBERS:
+        digits = given[1:] if given.startswith("-") else given
+        return int(given) if digits.isascii() and digits.isdigit() else None
+    if given.startswith("-"):
+        return None
+    if field == "type":
+        return KINDS.get(given.strip().lower())
+    return given
 
 
 def _annotate(kind: str, text: str, session: str | None, as_json: bool) -> int:
@@ -105,6 +167,177 @@ def _annotate(kind: str, text: str, session: str | None, as_json: bool) -> int:
     else:
         show_annotated(result)
     return 0
+
+
+def _record(words: list[str], session: str | None, as_json: bool, options: dict[str, str | int]) -> int:
+    """`record`: the request verbs._record_fields builds (no --output-file here)."""
+    from .transport import Connection
+
+    fields = {
+        "command": " ".join(words), "exit_code": options.get("exit_code"), "cwd": options.get("cwd") or os.getcwd(),
+        "shell": options.get("shell", ""), "duration_ms": options.get("duration_ms"),
+        "started_at": options.get("started_at"), "output": None,
+    }
+    with Connection() as conn:
+        result = conn.send("record", session=session, **fields)
+    _check_recorded(result)
+    if as_json:
+        print_json(result)
+    elif result.get("skipped"):
+        print(f"not recorded: {result.get('skipped')}")
+    else:
+        print(f"recorded in {result['session']} ({result['commands']} commands)")
+    return 0
+
+
+def _check_recorded(result: Any) -> None:
+    """results.Recorded, checked field by field as results.decode checks it (its message when not)."""
+    fits = isinstance(result, dict) and isinstance(result.get("session"), str) and all(
+        _is_int(result.get(key)) for key in ("seq", "commands"))
+    if fits:
+        for key, kind in (("duplicate", bool), ("skipped", str), ("redacted", int)):
+            if key in result:
+                value = result[key]
+                fits = fits and (isinstance(value, bool) if kind is bool else _is_int(value) if kind is int
+                                 else isinstance(value, str))
+    if not fits:
+        from ..errors import ProtocolError
+        from ..results import Recorded, decode
+
+        decode(Recorded, result, "the daemon's reply to 'record'")
+        raise ProtocolError("the daemon's reply to 'record' does not fit this client; "
+                            "are docpilot and docpilotd the same version?")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and value.__class__ is not bool
+
+
+# results.Status as plain data, so that `status` checks its reply as results.decode would without
+# importing typing (tests/client/test_lean.py derives the same tables from results.py): an
+# object is {field: (required, shape)}; a shape is a type, None, an object, a tuple of shapes (one
+# of them), ("list", shape) or ("map", shape) (string keys).
+_SUMMARY: dict[str, tuple[bool, Any]] = {
+    "id": (True, str), "description": (True, str), "state": (True, str), "created_at": (True, str),
+    "updated_at": (True, str), "started_at": (True, (str, None)), "stopped_at": (True, (str, None)),
+    "commands": (True, int), "annotations": (True, int), "successful_commands": (True, int),
+    "failed_commands": (True, int),
+}
+_STATUS: dict[str, tuple[bool, Any]] = {
+    "daemon": (True, {
+        "pid": (True, int), "version": (True, str), "uptime_s": (True, float), "durability": (True, str),
+        "root": (True, str), "degraded": (True, ("map", str)), "live_sessions": (True, int), "sessions": (True, int),
+        "log": (False, str), "spool": (False, {"files": (True, int), "bytes": (True, int)}),
+    }),
+    "session": (True, ({**_SUMMARY, "seq": (True, int), "unsaved": (True, bool)}, None)),
+    "live": (False, ("list", _SUMMARY)),
+}
+
+
+def fits(value: Any, shape: Any) -> bool:
+    """Whether `value` (parsed JSON) has `shape` (see _STATUS), as results.decode checks it: JSON
+    true and false are not numbers, an integer is a number."""
+    if shape is None:
+        return value is None
+    if shape is bool:
+        return value.__class__ is bool
+    if shape is int:
+        return isinstance(value, int) and value.__class__ is not bool
+    if shape is float:
+        return isinstance(value, (int, float)) and value.__class__ is not bool
+    if shape is str:
+        return isinstance(value, str)
+    if isinstance(shape, tuple) and shape[0] == "list":
+        return value.__class__ is list and all(fits(item, shape[1]) for item in value)
+    if isinstance(shape, tuple) and shape[0] == "map":
+        return value.__class__ is dict and all(fits(item, shape[1]) for item in value.values())
+    if isinstance(shape, tuple):
+        return any(fits(value, one) for one in shape)
+    return value.__class__ is dict and all(
+        fits(value[key], kind) if key in value else not required for key, (required, kind) in shape.items())
+
+
+def _status(session: str | None, as_json: bool) -> int:
+    from .transport import Connection
+
+    with Connection() as conn:
+        result = conn.send("status", session=session)
+    if not fits(result, _STATUS):  # the full client's message: results.decode's (typing only then)
+        from ..errors import ProtocolError
+        from ..results import Status, decode
+
+        decode(Status, result, "the daemon's reply to 'status'")
+        raise ProtocolError("the daemon's reply to 'status' does not fit this client; "
+                            "are docpilot and docpilotd the same version?")
+    if as_json:
+        print_json(result)
+    else:
+        from . import style
+
+        style.configure("auto")
+        show_status(result)
+    return 0
+
+
+def show_status(result: Status) -> None:
+    """The daemon (its log, a spool not read yet), every live session (`*`: the one session verbs
+    use without --session), and this shell: hooked or not, joined or not."""
+    d = result["daemon"]
+    print(f"docpilotd {d['version']} pid {d['pid']}, up {d['uptime_s']:.0f} s, {d['sessions']} sessions "
+          f"({d['live_sessions']} live), durability {d['durability']}")
+    if "log" in d:
+        print(f"log: {d['log']}")
+    spool = d.get("spool")
+    if spool and spool["bytes"]:
+        print(f"spool: {spool['bytes']} bytes of commands in {spool['files']} file(s) not read yet")
+    for sid, why in d["degraded"].items():
+        print(f"DEGRADED {sid}: {why}")
+    s = result["session"]
+    live = result.get("live")
+    if live is None:  # an older daemon: the one session
+        live = [s] if s and s["state"] in ("Active", "Paused") else []
+    if s and all(other["id"] != s["id"] for other in live):
+        show_status_session(s, "")  # named, or joined, and not live
+    if live:
+        print(f"{len(live)} live session(s) (*: the one verbs use without --session):")
+    else:
+        print("no live session")
+    for other in live:
+        show_status_session(other, "* " if s and other["id"] == s["id"] else "  ")
+    print(this_shell_line(s))
+
+
+def show_status_session(s: SessionSummary, mark: str) -> None:
+    from . import style
+
+    print(f"{mark}session {s['id']}  {style.state(s['state'])}  \"{visible(s['description'])}\"")
+    print(f"{' ' * len(mark)}  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
+          f"{s['annotations']} annotations, started {style.when(s['started_at'])}")
+
+
+def this_shell() -> tuple[str | None, str | None]:
+    """The shell whose hooks run where this client was started (DOCPILOT_SHELL, which the hooks
+    export), and the session that shell is joined to (DOCPILOT_SESSION, which `join` exports):
+    what `status` and `doctor` say about this shell."""
+    return os.environ.get("DOCPILOT_SHELL") or None, os.environ.get("DOCPILOT_SESSION") or None
+
+
+def this_shell_line(session: SessionStatus | None) -> str:
+    shell, joined = this_shell()
+    if shell:
+        line = f"this shell: {shell} with docpilot's hooks"
+    else:
+        login = os.path.basename(os.environ.get("SHELL", ""))
+        guess = login if login in SHELLS else "bash"
+        line = (f"this shell: no docpilot hooks, its commands are not recorded "
+                f"(run 'docpilot init {guess}' and add the line it prints to its rc file; 'docpilot doctor' checks "
+                "the setup)")
+    if not joined:
+        return line + ("; its commands go to the current session" if shell else "")
+    state = session["state"] if session and session["id"].startswith(joined) else None
+    if state in (None, "Active", "Paused"):
+        return line + f"; joined to {joined}" + (f" ({state})" if state else "")
+    return line + f"; joined to {joined}, which is {state}: 'docpilot leave' follows the current session again"
 
 
 def show_annotated(result: Any) -> None:
@@ -147,10 +380,11 @@ def visible(text: str) -> str:
 
 
 def print_json(result: Any) -> None:
-    """`--json`: the result as the daemon sent it, on one line."""
-    import json
+    """`--json`: the result as the daemon sent it, on one line (json.dumps(result,
+    ensure_ascii=False), without importing json: transport.dumps)."""
+    from .transport import dumps
 
-    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    sys.stdout.write(dumps(result) + "\n")
 
 
 def wants_json(argv: list[str]) -> bool:

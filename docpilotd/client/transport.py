@@ -3,7 +3,11 @@
 Finds the socket where the daemon places it (`where.socket_path`, the one definition both use;
 it imports only os and stat). Light on purpose (no pathlib, typing only when a reply is decoded):
 the hot verbs (client/lean.py) start with this module and little else. Raises DaemonNotRunning, with how to start it, when nothing
-listens.
+listens. It speaks JSON through the interpreter's own accelerator (`_json`: the scanner and string
+quoting json.loads and json.dumps use) and sockets through `_socket`: the `json` and `socket`
+modules import `re`, `enum` and `selectors`, which cost `docpilot note` more than the
+interpreter's start-up itself. `dumps` and `loads` give what json.dumps(ensure_ascii=False) and
+json.loads give for JSON values (tests/client/test_lean.py compares them).
 
 A reply is decoded before anyone reads it: `request` names the result type it expects
 (docpilotd/results.py, the types the daemon's handlers build) and returns the result checked
@@ -21,11 +25,9 @@ directory of ours that only we can write).
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
 import stat
-import struct
 import sys
 
 from .. import where
@@ -38,6 +40,62 @@ if TYPE_CHECKING:
     R = TypeVar("R")
 
 START_HINT = "start it with 'docpilotd run' (or 'docpilotd run --detach')"
+
+_accel: Any
+try:  # CPython's accelerator of the json module; the json module itself where it is missing
+    import _json as _accel
+except ImportError:  # pragma: no cover
+    _accel = None
+
+
+class _Reading:
+    """What json.loads reads JSON with by default (the scanner reads these attributes)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+
+
+_scan = _accel.make_scanner(_Reading) if _accel is not None else None
+_BLANK = " \t\n\r"
+
+
+def loads(data: bytes) -> Any:
+    """json.loads(data) for a UTF-8 line; ValueError when it is not one JSON value."""
+    text = data.decode("utf-8", "surrogatepass")
+    if _scan is None:  # pragma: no cover
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(_BLANK))
+    try:
+        value, end = _scan(text, start)
+    except StopIteration:
+        raise ValueError("Expecting value") from None
+    if text[end:].strip(_BLANK):
+        raise ValueError("Extra data")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """json.dumps(value, ensure_ascii=False), by the same C encoder; what it cannot encode is
+    json.dumps's to refuse."""
+    if _accel is not None:
+        try:
+            encode = _accel.make_encoder({}, _refuse, _accel.encode_basestring, None, ": ", ", ", False, False, True)
+            return "".join(encode(value, 0))
+        except TypeError:
+            pass
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
 
 
 def socket_path() -> str:
@@ -81,23 +139,21 @@ def check_socket_path(path: str) -> None:
         )
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+def peer_uid(sock: _socket.socket) -> int | None:
     """The uid of the process at the other end (as it was when it listened), or None when this
     system offers no way to ask."""
-    if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
-        size = struct.calcsize("iII")
-        _, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
-        return int(uid)
+    if hasattr(_socket, "SO_PEERCRED"):  # Linux: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+        raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        return int.from_bytes(raw[4:8], sys.byteorder)
     if sys.platform == "darwin" or "bsd" in sys.platform:
         # getpeereid(3) is LOCAL_PEERCRED at level SOL_LOCAL (0), giving struct xucred
         # {u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16];} (76 bytes).
-        level, option = getattr(socket, "SOL_LOCAL", 0), getattr(socket, "LOCAL_PEERCRED", 0x001)
+        level, option = getattr(_socket, "SOL_LOCAL", 0), getattr(_socket, "LOCAL_PEERCRED", 0x001)
         try:
             raw = sock.getsockopt(level, option, 76)
         except OSError:
             return None
-        _, uid = struct.unpack_from("=II", raw)
-        return int(uid)
+        return int.from_bytes(raw[4:8], sys.byteorder)
     return None
 
 
@@ -105,7 +161,7 @@ class Connection:
     def __init__(self, path: str | None = None, timeout: float = 30.0) -> None:
         self.path = str(path) if path else socket_path()
         check_socket_path(self.path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(self.path)
@@ -139,20 +195,15 @@ class Connection:
     def send(self, op: str, /, **args: Any) -> Any:
         """Send one request and return its result as sent (JSON); the daemon's error as a
         DocpilotError. For the hot verbs, which check the few fields they read themselves."""
-        message = {"op": op, "id": self._next_id, **{k: v for k, v in args.items() if v is not None}}
-        self._next_id += 1
         try:
-            # Arguments that were not valid UTF-8 (surrogate-escaped by Python) keep their valid
-            # parts; the invalid bytes become U+FFFD instead of making the request unreadable.
-            raw = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogateescape")
-            self.sock.sendall(raw.decode("utf-8", "replace").encode("utf-8") + b"\n")
+            self.write_request(op, **args)
             line = self._read_line()
         except TimeoutError:
             raise DaemonNotRunning(f"docpilotd did not answer in time ({self.path})") from None
         except (ConnectionResetError, BrokenPipeError):
             raise DaemonNotRunning(f"docpilotd closed the connection ({self.path}); is it stopping?") from None
         try:
-            reply = json.loads(line)
+            reply = loads(line)
         except ValueError:
             raise ProtocolError("the daemon sent a reply that is not JSON") from None
         if not isinstance(reply, dict):
@@ -162,14 +213,29 @@ class Connection:
         error = reply.get("error") or {}
         raise error_from_code(str(error.get("code", "error")), str(error.get("message", "unknown error")))
 
+    def write_request(self, op: str, /, **args: Any) -> None:
+        """Send one request line (None values left out); the reply is the caller's to read (send,
+        or client/streamed.py for a session read as it arrives)."""
+        message = {"op": op, "id": self._next_id, **{k: v for k, v in args.items() if v is not None}}
+        self._next_id += 1
+        # Arguments that were not valid UTF-8 (surrogate-escaped by Python) keep their valid
+        # parts; the invalid bytes become U+FFFD instead of making the request unreadable.
+        raw = dumps(message).encode("utf-8", "surrogateescape")
+        self.sock.sendall(raw.decode("utf-8", "replace").encode("utf-8") + b"\n")
+
     def _read_line(self) -> bytes:
-        while b"\n" not in self._buffer:
-            chunk = self.sock.recv(65536)
+        # The pieces joined once at the end: a reply of hundreds of megabytes is not copied again
+        # for every piece received.
+        parts = [self._buffer]
+        while (end := parts[-1].find(b"\n")) == -1:
+            chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise ConnectionResetError
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
+            parts.append(chunk)
+        last = parts.pop()
+        parts.append(last[:end])
+        self._buffer = last[end + 1 :]
+        return b"".join(parts)
 
     def close(self) -> None:
         self.sock.close()

@@ -20,16 +20,20 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .. import results
 from ..errors import UsageError
-from .lean import print_json, show_annotated, visible
+from .lean import print_json, show_annotated, show_status, visible
 
 if TYPE_CHECKING:  # annotations here are never evaluated (the client's start-up)
     from typing_extensions import TypeIs  # in typing from Python 3.13
+
+    from .streamed import Event
+    from .transport import Connection
 
     # Which session a verb acts on without --session (the option then exists; None: no such option).
     # "live": $DOCPILOT_SESSION, else the daemon's most recently started live session.
@@ -43,6 +47,10 @@ Fields = dict[str, Any]
 Request = tuple[str, Fields, type[R]]
 # Where nothing is ever written: directories (the data root, the socket's) and configuration files.
 Places = tuple[list[str], list[str]]
+# A verb that reads a whole session as it arrives: given the connection, the request and how to ask
+# for Places, it sends, shows or writes, and returns its exit code and the session's id; None when
+# this invocation is not one it streams (the usual path then sends the request).
+Stream = Callable[[argparse.Namespace, "Connection", str, "Fields", Callable[[], Places]], "tuple[int, str] | None"]
 NOWHERE: Places = ([], [])
 STDOUT = "-"  # destination.STDOUT, spelled here so that `note` does not import destination
 
@@ -57,11 +65,12 @@ class Verb(Generic[R]):
     `request` builds what is sent from the parsed arguments; `show` prints the decoded result for
     a person (`--json` prints it as sent). A verb that may write a file instead (export, generate)
     has `target`, where its output goes (None: printed as usual), and `deliver`, which does all of
-    its output. A verb the client answers alone (init, join, leave; run, which
-    records through client/run.py) has `local` instead."""
+    its output. A verb whose reply is a whole session (show, export) has `stream`, which reads it
+    as it arrives (client/streamed.py) and shows or writes it meanwhile. A verb the client answers
+    alone (init, join, leave; run, which records through client/run.py) has `local` instead."""
 
     __slots__ = ("aliases", "arguments", "confirm", "deliver", "help", "local", "name", "request", "session", "show",
-                 "target")
+                 "stream", "target")
 
     def __init__(
         self,
@@ -77,6 +86,7 @@ class Verb(Generic[R]):
         deliver: Callable[[argparse.Namespace, R, Places], int] | None = None,
         local: Callable[[argparse.Namespace], int] | None = None,
         confirm: str | None = None,
+        stream: Stream | None = None,
     ) -> None:
         self.name = name
         self.help = help
@@ -88,6 +98,7 @@ class Verb(Generic[R]):
         self.target = target
         self.deliver = deliver
         self.local = local
+        self.stream = stream
         # A destructive verb (it takes --dry-run and --yes): the question asked on a terminal after
         # showing what a dry run found; None for the others.
         self.confirm = confirm
@@ -419,59 +430,7 @@ def _show_recorded(result: results.Recorded) -> None:
 
 
 def _show_status(result: results.Status) -> None:
-    """The daemon (its log, a spool not read yet), every live session (`*`: the one session verbs
-    use without --session), and this shell: hooked or not, joined or not."""
-    d = result["daemon"]
-    print(f"docpilotd {d['version']} pid {d['pid']}, up {d['uptime_s']:.0f} s, {d['sessions']} sessions "
-          f"({d['live_sessions']} live), durability {d['durability']}")
-    if "log" in d:
-        print(f"log: {d['log']}")
-    spool = d.get("spool")
-    if spool and spool["bytes"]:
-        print(f"spool: {spool['bytes']} bytes of commands in {spool['files']} file(s) not read yet")
-    for sid, why in d["degraded"].items():
-        print(f"DEGRADED {sid}: {why}")
-    s = result["session"]
-    live = result.get("live")
-    if live is None:  # an older daemon: the one session
-        live = [s] if s and s["state"] in ("Active", "Paused") else []
-    if s and all(other["id"] != s["id"] for other in live):
-        _show_status_session(s, "")  # named, or joined, and not live
-    if live:
-        print(f"{len(live)} live session(s) (*: the one verbs use without --session):")
-    else:
-        print("no live session")
-    for other in live:
-        _show_status_session(other, "* " if s and other["id"] == s["id"] else "  ")
-    print(_this_shell_line(s))
-
-
-def _show_status_session(s: results.SessionSummary, mark: str) -> None:
-    from . import style
-
-    print(f"{mark}session {s['id']}  {style.state(s['state'])}  \"{visible(s['description'])}\"")
-    print(f"{' ' * len(mark)}  {s['commands']} commands ({s['successful_commands']} ok, {s['failed_commands']} failed), "
-          f"{s['annotations']} annotations, started {style.when(s['started_at'])}")
-
-
-def _this_shell_line(session: results.SessionStatus | None) -> str:
-    from .hooks import this_shell
-
-    shell, joined = this_shell()
-    if shell:
-        line = f"this shell: {shell} with docpilot's hooks"
-    else:
-        login = os.path.basename(os.environ.get("SHELL", ""))
-        guess = login if login in SHELLS else "bash"
-        line = (f"this shell: no docpilot hooks, its commands are not recorded "
-                f"(run 'docpilot init {guess}' and add the line it prints to its rc file; 'docpilot doctor' checks "
-                "the setup)")
-    if not joined:
-        return line + ("; its commands go to the current session" if shell else "")
-    state = session["state"] if session and session["id"].startswith(joined) else None
-    if state in (None, "Active", "Paused"):
-        return line + f"; joined to {joined}" + (f" ({state})" if state else "")
-    return line + f"; joined to {joined}, which is {state}: 'docpilot leave' follows the current session again"
+    show_status(result)  # one definition, shared with the hot path (lean.py)
 
 
 def _show_sessions(result: list[results.SessionSummary]) -> None:
@@ -492,20 +451,114 @@ def _show_session(s: results.SessionDocument) -> None:
 
 
 def _print_session(s: results.SessionDocument) -> None:
-    from . import style
+    lines = _SessionLines()
+    for command in s["commands"]:
+        lines.item("commands", command)
+    for note in s["annotations"]:
+        lines.item("annotations", note)
+    lines.print(s)
 
-    state = s["state"] if isinstance(s["state"], str) else f"Error: {s['state'].get('Error')}"
-    print(f"{s['id']}  {style.state(state)}  \"{visible(s['description'])}\"")
-    print(f"created {style.when(s['created_at'])}  updated {style.when(s['updated_at'])}")
-    items: list[tuple[str, str, Any]] = [(c["timestamp"], "$", c) for c in s["commands"]]
-    items += [(a["timestamp"], "#", a) for a in s["annotations"]]
-    for _, kind, item in sorted(items, key=lambda t: t[0]):
-        if kind == "$":
+
+class _SessionLines:
+    """What `show` prints of a session, one line per command and annotation in time order (a
+    command before an annotation of the same instant), gathered as the items arrive: the lines
+    are kept, not the items (streamed.Consumer)."""
+
+    def __init__(self) -> None:
+        from . import style
+
+        self.style = style
+        self.lines: list[tuple[str, str]] = []
+
+    def value(self, key: str, value: Any) -> None:
+        pass
+
+    def start(self, key: str) -> None:
+        pass
+
+    def end(self, key: str) -> None:
+        pass
+
+    def item(self, key: str, item: Any) -> None:
+        if key == "commands":
             code = item["exit_code"]
-            mark = "" if code in (0, None) else style.failed(f"  [exit {code}]")
-            print(f"  {visible(item['working_directory'])}$ {visible(item['command'])}{mark}")
-        else:
-            print(f"  # {item['annotation_type']}: {visible(item['text'])}")
+            mark = "" if code in (0, None) else self.style.failed(f"  [exit {code}]")
+            self.lines.append((item["timestamp"], f"  {visible(item['working_directory'])}$ {visible(item['command'])}{mark}"))
+        elif key == "annotations":
+            self.lines.append((item["timestamp"], f"  # {item['annotation_type']}: {visible(item['text'])}"))
+
+    def print(self, s: results.SessionDocument) -> None:
+        style = self.style
+        state = s["state"] if isinstance(s["state"], str) else f"Error: {s['state'].get('Error')}"
+        print(f"{s['id']}  {style.state(state)}  \"{visible(s['description'])}\"")
+        print(f"created {style.when(s['created_at'])}  updated {style.when(s['updated_at'])}")
+        self.lines.sort(key=lambda t: t[0])  # stable: commands stay before annotations of the same time
+        for _, line in self.lines:
+            print(line)
+
+
+def _stream_show(args: argparse.Namespace, conn: Connection, op: str, fields: Fields,
+                 places: Callable[[], Places]) -> tuple[int, str]:
+    """show: the session read as it arrives; --json writes it as it comes, else its lines are
+    gathered and printed (in a pager on a terminal) once it has all arrived."""
+    from . import streamed
+
+    if args.json:
+        return 0, _json_out(streamed.events(conn, op, **fields), None, STDOUT, "", NOWHERE)[1]
+    from .pager import paged
+
+    lines = _SessionLines()
+    session = streamed.read(conn, op, lines, **fields)
+    with paged():
+        lines.print(session)
+    return 0, session["id"]
+
+
+def _json_out(events: Iterator[Event], indent: int | None, target: str, suffix: str, places: Places
+              ) -> tuple[str, str]:
+    """Write the session `events` walk as JSON (json.dumps with `indent`, and a newline) to
+    `target` ("-": standard output), while it arrives. Returns (where it was written, the session's
+    id); the id is read before the target is opened (a directory's file is named after it)."""
+    from .. import destination
+    from . import streamed
+
+    head: list[Event] = []
+    for event in events:  # the keys before the long lists (an error reply raises here)
+        head.append(event)
+        if event[0] != "value" or event[1] == "id":
+            break
+    found = [str(value) for kind, key, value in head if kind == "value" and key == "id"]
+    session_id = found[0] if found else "session"
+
+    def produce(write: Callable[[bytes], object]) -> None:
+        blocks = streamed.Blocks(write)
+        writer = streamed.JsonWriter(blocks.write, indent)
+        streamed.feed(chain(head, events), writer)
+        writer.finish()
+        blocks.flush()
+
+    if target == STDOUT:
+        destination.write_stdout(produce)
+        return STDOUT, session_id
+    written, _ = destination.write(target, produce, name=f"{session_id}.{suffix}", forbidden=places[0],
+                                   config_files=places[1])
+    return written, session_id
+
+
+def _stream_export(args: argparse.Namespace, conn: Connection, op: str, fields: Fields,
+                   places: Callable[[], Places]) -> tuple[int, str] | None:
+    """export of the JSON: written (-o) or printed as it arrives. Markdown takes the usual path."""
+    from . import streamed
+
+    if args.format == "markdown":
+        return None
+    target = args.output or STDOUT
+    where = places() if target != STDOUT else NOWHERE
+    written, session = _json_out(streamed.events(conn, op, **fields), None if args.json and target == STDOUT else 2,
+                                 target, "json", where)
+    if target != STDOUT:
+        print(json.dumps({"exported": written, "session": session}) if args.json else f"exported {session} to {args.output}")
+    return 0, session
 
 
 def _show_annotations(result: results.Annotations | results.AnnotationEdited | results.AnnotationDeleted) -> None:
@@ -748,7 +801,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("sessions", "all sessions with their state and counts",
          request=ask("sessions", list[results.SessionSummary]), show=_show_sessions),
     Verb("show", "one session in full, annotations included", session=LATEST,
-         request=ask("show", results.SessionDocument), show=_show_session),
+         request=ask("show", results.SessionDocument), show=_show_session, stream=_stream_show),
     Verb("save", "save every changed session now", request=ask("save", results.Saved), show=_show_saved),
     Verb("record", "record one captured command (what shell hooks send)", session=LIVE, arguments=_record_arguments,
          request=ask("record", results.Recorded, _record_fields), show=_show_recorded),
@@ -771,7 +824,8 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("doctor", "check the setup (daemon, versions, permissions, hooks, service, spool, disk, config): one "
          "line per check with what to do; exit 0 unless one failed", local=_doctor),
     Verb("export", "a session as DocPilot JSON (re-importable), or --format markdown", session=LATEST,
-         arguments=_export_arguments, request=_export_request, target=_export_target, deliver=_deliver_export),
+         arguments=_export_arguments, request=_export_request, target=_export_target, deliver=_deliver_export,
+         stream=_stream_export),
     Verb("import", "import a session from an exported or DocPilot JSON file", arguments=_import_arguments,
          request=ask("import", results.SessionSummary,
                      lambda args: {"path": str(Path(args.file).expanduser().absolute())}),

@@ -7,8 +7,10 @@ same type), or raises a DocpilotError; it never touches files itself except thro
 the store and maintenance functions (run in the I/O pool).
 
 Invariants: a result is a results type, or the stored object whose JSON that type describes
-(the session for `show` and `export`, storage's reports for `recovery`, `cleanup`, `stats`);
-a session whose creation is not applied yet (no summary) is never reported as one.
+(storage's reports for `recovery`, `cleanup`, `stats`), or a `SessionReply` (the session for `show`
+and `export`): the server writes its JSON to the socket a slice at a time, the same bytes as
+encoding the session whole, never the whole encoding at once; a session whose creation is not
+applied yet (no summary) is never reported as one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -140,8 +142,8 @@ async def start(req: p.Start, ctx: Context) -> results.Started:
     # A session being created meanwhile (its first change not applied yet) is live too.
     already_live: list[results.LiveSession] = [
         {"id": e.session_id, "description": e.summary["description"] if e.summary is not None else "",
-         "state": e.pending_state}
-        for e in ctx.engine.entries.values() if e.pending_state in ("Active", "Paused")
+         "state": e.pending_state or ""}
+        for e in ctx.engine.live_entries()
     ]
     entry = ctx.engine.new_entry(session_id)
     await ctx.engine.commit(entry, change)
@@ -234,7 +236,7 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
             "durability": engine.config.durability,
             "root": str(engine.store.layout.root),
             "degraded": dict(engine.degraded),
-            "live_sessions": sum(1 for e in engine.entries.values() if e.pending_state in ("Active", "Paused")),
+            "live_sessions": len(engine.live_entries()),
             "sessions": len(engine.entries),
             "log": logplace.describe(engine.config.log_file),
         },
@@ -251,12 +253,10 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
     if entry is not None and entry.summary is None:
         if req.session:
             raise SessionNotFound(f"no session {req.session!r}")
-        created = engine.find_entries(lambda e: e.summary is not None and e.pending_state in ("Active", "Paused"))
-        entry = max(created, key=lambda e: e.started_ns, default=None)
+        entry = max((e for e in engine.live_entries() if e.summary is not None), key=lambda e: e.started_ns, default=None)
     if entry is not None and entry.summary is not None:
         result["session"] = results.SessionStatus(**entry.summary, seq=entry.seq, unsaved=entry.dirty)
-    live = engine.find_entries(lambda e: e.summary is not None and e.pending_state in ("Active", "Paused"))
-    result["live"] = [e.summary for e in sorted(live, key=lambda e: e.started_ns) if e.summary is not None]
+    result["live"] = [e.summary for e in engine.live_entries() if e.summary is not None]
     return result
 
 
@@ -272,10 +272,65 @@ async def _latest(req: Any, ctx: Context) -> Entry:
     return ctx.engine.resolve_latest(req.session)
 
 
-async def show(req: p.Show, ctx: Context) -> Session:
-    """The session itself (its JSON is results.SessionDocument): a large one is not copied."""
+# Items per encoded slice of a streamed session: about 100 KB of JSON, a fraction of a millisecond
+# of encoding on the loop between two chances for every other client to be answered.
+REPLY_SLICE_ITEMS = 400
+# Session's fields are in this order (domain.model), so in the compact JSON of a session whose three
+# lists are empty these bytes occur exactly once (a quote inside a string is always escaped).
+_EMPTY_LISTS = b',"commands":[],"annotations":[],"events":[],'
+_LIST_NAMES = (b"commands", b"annotations", b"events")
+_encoder = msgspec.json.Encoder()
+
+
+class SessionReply:
+    """The session a `show` or `export` answers with (its JSON is results.SessionDocument), as it was
+    when the handler ran: the compact JSON of everything but the three long lists, and of each list
+    what it held then. Commands and events are only ever appended to, never changed, reordered or
+    cut (domain.changes; a replacement or a redaction builds new lists): the list itself and its
+    length at that instant describe it, and nothing is copied. An annotation's edit or delete
+    changes its list in place, so the annotations (a few per hundred commands) are copied. Copying
+    the two long lists instead would cost milliseconds on the loop at a million items, and the
+    garbage collector's passes over two fresh lists of a million pointers about 100 ms each.
+
+    `pieces` encodes the reply line lazily, a slice of REPLY_SLICE_ITEMS items at a time; joined,
+    the pieces are byte for byte `protocol.encode(Response(ok=True, id=..., result=session))`, the
+    line an older daemon sent (tests/runtime/test_streamed_replies.py), so every client reads it as
+    before. The server writes them as the client takes them (runtime/server.py): the daemon never
+    holds more than a slice or two of the encoding."""
+
+    __slots__ = ("lists", "skeleton")
+
+    def __init__(self, session: Session) -> None:
+        fields = {name: getattr(session, name) for name in Session.__struct_fields__}  # not a SessionFile's own
+        fields.update(commands=[], annotations=[], events=[])
+        self.skeleton = _encoder.encode(Session(**fields))
+        commands, annotations, events = session.commands, list(session.annotations), session.events
+        self.lists: tuple[tuple[list[Any], int], ...] = (
+            (commands, len(commands)), (annotations, len(annotations)), (events, len(events))
+        )
+
+    def pieces(self, request_id: p.RequestId) -> Iterator[bytes]:
+        head, found, tail = self.skeleton.partition(_EMPTY_LISTS)
+        if not found:  # pragma: no cover - the field order is fixed by the model
+            raise ValueError("unexpected session layout")
+        yield p.reply_head(request_id) + head
+        for name, (items, count) in zip(_LIST_NAMES, self.lists):
+            opening = b',"' + name + b'":['
+            if not count:
+                yield opening + b"]"
+                continue
+            for start in range(0, count, REPLY_SLICE_ITEMS):
+                stop = min(start + REPLY_SLICE_ITEMS, count)
+                encoded = _encoder.encode(items[start:stop])  # "[a,b,c]"
+                # Slices joined by commas inside one pair of brackets: the list as encoded whole.
+                yield (opening if start == 0 else b",") + encoded[1 : len(encoded) if stop == count else -1]
+        yield b"," + tail + b"}\n"
+
+
+async def show(req: p.Show, ctx: Context) -> SessionReply:
+    """The session itself (its JSON is results.SessionDocument), streamed: see SessionReply."""
     entry = await _latest(req, ctx)
-    return snapshot.plain_session(await ctx.engine.full_session(entry))
+    return SessionReply(await ctx.engine.full_session(entry))
 
 
 async def annotations_(req: p.Annotations, ctx: Context) -> results.Annotations:
@@ -442,15 +497,16 @@ async def stats(req: p.Stats, ctx: Context) -> StorageStats:
     return found
 
 
-async def export(req: p.Export, ctx: Context) -> Session | results.MarkdownExport:
-    """The session itself (results.SessionDocument), or its Markdown (the default template)."""
+async def export(req: p.Export, ctx: Context) -> SessionReply | results.MarkdownExport:
+    """The session itself (results.SessionDocument, streamed: see SessionReply), or its Markdown
+    (the default template)."""
     entry = await _latest(req, ctx)
     session = await ctx.engine.full_session(entry)
     if req.format == "markdown":
         spec = _document_spec(ctx, None, "auto", None)
         text = await _io(ctx, docs_output.render, docs_output.freeze(session), spec)
         return {"session": entry.session_id, "format": "markdown", "markdown": text}
-    return snapshot.plain_session(session)
+    return SessionReply(session)
 
 
 def _document_spec(ctx: Context, template: str | None, relative_to: str, slow_seconds: float | None) -> docs_output.Spec:

@@ -6,17 +6,36 @@ rest of that line cannot be framed); a silent connection is closed after `idle_t
 line that does not finish within `read_timeout` likewise; at most `max_connections` are served at
 once (the next is told `busy` and closed). No input can raise out of `_serve`: every failure is a
 reply or a closed connection, and other clients are served meanwhile.
+
+A reply is one line, however large. A large one is written as the client takes it: a session
+(`show`, `export`: handlers.SessionReply) is encoded a slice at a time, every other reply longer
+than WRITE_SLICE is handed to the transport in slices of it; before each slice the connection
+waits until the transport's buffer is below its high-water mark (pause_writing/resume_writing),
+and yields to the loop, so other clients are answered between two slices and the daemon holds a
+slice or two of a reply, never a second copy of it. A client that goes away mid-reply ends the
+writing at the next slice (nothing more is encoded), and so does one that takes nothing of it for
+`idle_timeout` (it is hung up on). A request is in flight (`stop` waits for it) until its reply is
+written.
+
+After a large reply built whole (longer than WRITE_SLICE: a document, `generate` or a Markdown
+`export`), the memory its handler used is handed back to the system (`trim_heap`, in the I/O pool):
+rendering a large session makes millions of small objects, in the I/O threads' malloc arenas too,
+and glibc keeps the pages they freed unless asked. A streamed session needs no trim (it holds a
+slice or two at a time), and a trim is not free: with a 1,000,000-command session in memory it
+takes about 100 ms, during which the loop's own large allocations wait for the arena.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import socket
 import struct
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -34,6 +53,26 @@ from ..errors import (
 from . import handlers
 
 log = logging.getLogger("docpilotd.server")
+# A reply longer than this is written a slice at a time (see the module docstring).
+WRITE_SLICE = 256 * 1024
+Reply = bytes | Iterator[bytes]  # one line, or the pieces of one line (a streamed reply)
+
+
+def _malloc_trim() -> object:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; elsewhere freed memory is the allocator's affair
+    except (OSError, AttributeError):
+        return None
+
+
+_trim = _malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def trim_heap() -> None:
+    """Return the free pages of every malloc arena to the system (glibc's malloc_trim(0); nothing a
+    program can see changes). Does nothing where there is no such call."""
+    if callable(_trim):
+        _trim(0)
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -100,6 +139,7 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self.connections: set[_Connection] = set()
         self._in_flight = 0
+        self._trimming = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -125,18 +165,35 @@ class Server:
             except OSError:
                 pass
 
-    async def handle(self, line: bytes) -> bytes:
-        """The reply line for one request line; never raises."""
+    async def serve(self, line: bytes, connection: _Connection) -> None:
+        """Answer one request line on `connection`: in flight until the reply is written."""
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await self._handle(line)
+            reply = await self.handle(line)
+            # A large reply made at once (a document): its handler built the whole of it.
+            built = isinstance(reply, bytes) and len(reply) > WRITE_SLICE
+            await connection.send(reply)
+            del reply
+            if built:
+                await self._trim_heap()
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _handle(self, line: bytes) -> bytes:
+    async def _trim_heap(self) -> None:
+        """After a large reply: the memory it took back to the system (one trim at a time)."""
+        if self._trimming or _trim is None:
+            return
+        self._trimming = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.ctx.engine.pool, trim_heap)
+        finally:
+            self._trimming = False
+
+    async def handle(self, line: bytes) -> Reply:
+        """The reply line (or its pieces) for one request line; never raises."""
         if len(line) > self.limits.max_line_bytes:
             return error_reply(None, RequestTooLarge(f"request line longer than {self.limits.max_line_bytes} bytes"))
         try:
@@ -150,6 +207,8 @@ class Server:
         except Exception as exc:  # a bug: report it, keep serving
             log.exception("request %s failed", type(request).__name__)
             return error_reply(request.id, DocpilotError(f"internal error: {type(exc).__name__}"))
+        if isinstance(result, handlers.SessionReply):
+            return result.pieces(request.id)
         try:
             return protocol.encode(protocol.Response(ok=True, id=request.id, result=result))
         except (TypeError, ValueError, UnicodeEncodeError) as exc:
@@ -174,6 +233,8 @@ class _Connection(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.reading_paused = False
+        self.writable = asyncio.Event()  # clear while the transport's buffer is above its high-water mark
+        self.writable.set()
 
     # -- transport events ---------------------------------------------------------------------
 
@@ -222,16 +283,19 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.writable.set()  # a reply being written ends at its next slice
         self.server.connections.discard(self)
         if self.timer is not None:
             self.timer.cancel()
 
     def pause_writing(self) -> None:
+        self.writable.clear()
         if self.transport is not None and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writable.set()
         if self.transport is not None and self.reading_paused and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -255,13 +319,48 @@ class _Connection(asyncio.Protocol):
                     return
                 if not line.strip():
                     continue
-                self._write(await self.server.handle(line))
+                await self.server.serve(line, self)
         finally:
             self.worker = None
         if self.eof and not self.closed:
             self.close()
 
-    def _write(self, data: bytes) -> None:
+    async def send(self, reply: Reply) -> None:
+        """Write one reply line: at once when short, else a slice at a time as the client reads."""
+        if isinstance(reply, bytes) and len(reply) <= WRITE_SLICE:
+            self._write(reply)
+            return
+        pieces: Iterator[bytes | memoryview]
+        if isinstance(reply, bytes):
+            view = memoryview(reply)  # slices of it are not copies
+            pieces = (view[i : i + WRITE_SLICE] for i in range(0, len(view), WRITE_SLICE))
+        else:
+            pieces = reply
+        try:
+            for piece in pieces:
+                await self._writable()
+                if self.closed:
+                    return  # the client left: the rest is neither encoded nor written
+                self._write(piece)
+        except (TypeError, ValueError, UnicodeEncodeError):
+            # Part of the line is sent already: no error reply can follow it. Hang up (the client
+            # sees the connection closed mid-reply) and keep serving the others.
+            log.exception("could not encode a streamed reply")
+            self.close()
+
+    async def _writable(self) -> None:
+        """Return when the next slice may be written: the transport's buffer is below its
+        high-water mark (or the connection is closed), after letting other work run. A client
+        that takes nothing of its reply for `idle_timeout` is hung up on (it held the reply)."""
+        if self.writable.is_set():
+            await asyncio.sleep(0)
+            return
+        try:
+            await asyncio.wait_for(self.writable.wait(), self.server.limits.idle_timeout)
+        except TimeoutError:
+            self.close()
+
+    def _write(self, data: bytes | memoryview) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
@@ -273,6 +372,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.closed = True
             self.server.connections.discard(self)
+            self.writable.set()
             self.transport.close()  # flushes what is buffered, then closes
         if self.timer is not None:
             self.timer.cancel()

@@ -24,6 +24,8 @@ if [[ -z ${__docpilot_instance-} ]]; then
 fi
 
 __docpilot_json() {  # JSON string body of $1 in __docpilot_e (control characters are escaped by the daemon)
+  __docpilot_e=$1
+  [[ $1 == *[\\\"$'\n\t\r']* ]] || return 0  # most words need nothing: five substitutions saved
   local s=$1
   s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}
   __docpilot_e=$s
@@ -32,7 +34,17 @@ __docpilot_json() {  # JSON string body of $1 in __docpilot_e (control character
 __docpilot_precmd() {
   local __st=$? __ps=("${PIPESTATUS[@]}")
   [[ -z ${DOCPILOT_SESSION-} ]] || __docpilot_joined
-  __docpilot_send "$__st" "${__ps[@]}" 2>/dev/null  # never a word at the prompt
+  # No file is touched when no command ran (an empty line, Ctrl-C at the prompt) or when it is
+  # not in history (a leading space, HISTIGNORE).
+  if [[ -n $__docpilot_t0 && $__docpilot_h != "$__docpilot_lasth" ]]; then
+    __docpilot_lasth=$__docpilot_h
+    # Nor while no session records (`current` is empty then): one stat, no redirection.
+    if [[ -n ${DOCPILOT_SESSION-} || -s $__docpilot_active/current ]]; then
+      __docpilot_send "$__st" "${__ps[@]}" 2>/dev/null  # never a word at the prompt
+    fi
+  fi
+  __docpilot_t0=
+  __docpilot_pwd=$PWD
   return $__st
 }
 
@@ -42,24 +54,22 @@ __docpilot_joined() {  # the joined session has ended: say so once, then follow 
   unset DOCPILOT_SESSION
 }
 
-__docpilot_send() {
+__docpilot_send() {  # the command that just ran, to the spool (started at $__docpilot_t0, in $__docpilot_pwd)
   local st=$1; shift
-  local t0=$__docpilot_t0 h=$__docpilot_h cwd=$__docpilot_pwd
-  __docpilot_t0=
-  __docpilot_pwd=$PWD
-  [[ -n $t0 ]] || return                     # no command ran (empty line, Ctrl-C at the prompt)
-  [[ $h != "$__docpilot_lasth" ]] || return  # not in history: leading space (or HISTIGNORE)
-  __docpilot_lasth=$h
   local sid=${DOCPILOT_SESSION-}
   if [[ -n $sid ]]; then
     [[ -e $__docpilot_active/$sid ]] || return
   else
     IFS= read -r sid < "$__docpilot_active/current" || return
   fi
-  local now=${EPOCHREALTIME//[!0-9]/} cmd file=$__docpilot_spool/$__docpilot_instance.jsonl
-  builtin fc -ln -1 > "$__docpilot_fc" || return
+  local now=${EPOCHREALTIME//[!0-9]/} t0=$__docpilot_t0 cwd=$__docpilot_pwd cmd file=$__docpilot_spool/$__docpilot_instance.jsonl
+  # The history line goes through the scratch file, written over in place and ended by a NUL
+  # (truncating a file that holds data costs ext4 about 0.2 ms: the most of this hook's cost), then
+  # blanked: the command line (a secret, maybe) does not stay on disk. A UTF-8 character is at
+  # most 4 bytes, so the blanks cover it and its NUL.
+  { builtin fc -ln -1 && builtin printf '\0'; } 1<> "$__docpilot_fc" || return
   IFS= read -r -d '' cmd < "$__docpilot_fc"
-  : > "$__docpilot_fc"  # the scratch copy of the command line (a secret, maybe) does not stay on disk
+  builtin printf '%*s' $(( ${#cmd} * 4 + 1 )) '' 1<> "$__docpilot_fc"
   cmd=${cmd#$'\t'}; cmd=${cmd# }; cmd=${cmd%$'\n'}
   [[ -n $cmd && $cmd != ' '* ]] || return
   __docpilot_n=$((__docpilot_n + 1))
@@ -95,13 +105,26 @@ else
   esac
 fi
 
+# The client, started fast: the interpreter `docpilot init` ran with, without site and without
+# pip's launcher (-I -S), running the package's entry.py, which finds its own package (about half
+# of `docpilot note`'s start-up). When either file is gone (the package removed, a virtualenv moved
+# or deleted), the `docpilot` on PATH, as `command docpilot` always is.
+# The paths are written out (not variables) so that a stopped job shows what runs.
+__docpilot_client() {
+  if [[ -x __DOCPILOT_PYTHON__ && -f __DOCPILOT_ENTRY__ ]]; then
+    __DOCPILOT_PYTHON__ -I -S __DOCPILOT_ENTRY__ "$@"
+  else
+    command docpilot "$@"
+  fi
+}
+
 docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's session
   case ${1-} in
-    join|leave) eval "$(command docpilot "$@" --shell bash)" ;;
+    join|leave) eval "$(__docpilot_client "$@" --shell bash)" ;;
     start|begin|new)  # a joined shell moves to the session it starts
-      command docpilot "$@" || return
-      [[ -z ${DOCPILOT_SESSION-} ]] || eval "$(command docpilot join --shell bash)" ;;
-    *) command docpilot "$@" ;;
+      __docpilot_client "$@" || return
+      [[ -z ${DOCPILOT_SESSION-} ]] || eval "$(__docpilot_client join --shell bash)" ;;
+    *) __docpilot_client "$@" ;;
   esac
 }
 
@@ -115,13 +138,13 @@ __docpilot_complete() {
 [[ -z $__docpilot_completion ]] || declare -F _shtab_docpilot >/dev/null || complete -o bashdefault -F __docpilot_complete docpilot
 
 # Kept current without Python at start-up: when a file this one was made from (the package's hook
-# and verb table: an upgrade) or the configuration is newer than this file, or DOCPILOT_HOME is not
-# what it was, `docpilot init` writes it again (once) and it is read again; else two or three
-# `test`s and no process.
+# and verb table: an upgrade) or the configuration is newer than this file, DOCPILOT_HOME is not
+# what it was, or the package's entry.py is gone (reinstalled elsewhere), `docpilot init` writes
+# it again (once) and it is read again; else a few `test`s and no process.
 __docpilot_self=__DOCPILOT_SELF__
 if [[ -n $__docpilot_self && -z ${__docpilot_refreshed-} ]]; then
   for __docpilot_f in __DOCPILOT_FROM__; do
-    if [[ $__docpilot_f -nt $__docpilot_self || ${DOCPILOT_HOME-} != __DOCPILOT_HOME__ ]]; then
+    if [[ $__docpilot_f -nt $__docpilot_self || ${DOCPILOT_HOME-} != __DOCPILOT_HOME__ || ! -f __DOCPILOT_ENTRY__ ]]; then
       __docpilot_refreshed=1
       command docpilot init bash --file "$__docpilot_self" >/dev/null 2>&1 && builtin source "$__docpilot_self"
       break

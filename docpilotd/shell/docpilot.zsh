@@ -29,7 +29,12 @@ __docpilot_preexec() {
 __docpilot_precmd() {
   local __st=$? __ps=("${pipestatus[@]}")
   [[ -z ${DOCPILOT_SESSION-} ]] || __docpilot_joined
-  { __docpilot_send "$__st" "${__ps[@]}" } 2>/dev/null  # never a word at the prompt
+  # No file is touched when no command ran, nor while no session records (`current` is empty
+  # then): one stat, no redirection.
+  if [[ -n $__docpilot_t0 ]] && [[ -n ${DOCPILOT_SESSION-} || -s $__docpilot_active/current ]]; then
+    { __docpilot_send "$__st" "${__ps[@]}" } 2>/dev/null  # never a word at the prompt
+  fi
+  __docpilot_t0=
   return $__st
 }
 
@@ -71,13 +76,26 @@ add-zsh-hook preexec __docpilot_preexec
 # First among the precmd hooks, so that $? and pipestatus are the command's.
 precmd_functions=(__docpilot_precmd ${precmd_functions:#__docpilot_precmd})
 
+# The client, started fast: the interpreter `docpilot init` ran with, without site and without
+# pip's launcher (-I -S), running the package's entry.py, which finds its own package (about half
+# of `docpilot note`'s start-up). When either file is gone (the package removed, a virtualenv moved
+# or deleted), the `docpilot` on PATH, as `command docpilot` always is.
+# The paths are written out (not variables) so that a stopped job shows what runs.
+__docpilot_client() {
+  if [[ -x __DOCPILOT_PYTHON__ && -f __DOCPILOT_ENTRY__ ]]; then
+    __DOCPILOT_PYTHON__ -I -S __DOCPILOT_ENTRY__ "$@"
+  else
+    command docpilot "$@"
+  fi
+}
+
 docpilot() {  # `docpilot join [ID]` / `docpilot leave` change this shell's session
   case ${1-} in
-    join|leave) eval "$(command docpilot "$@" --shell zsh)" ;;
+    join|leave) eval "$(__docpilot_client "$@" --shell zsh)" ;;
     start|begin|new)  # a joined shell moves to the session it starts
-      command docpilot "$@" || return
-      [[ -z ${DOCPILOT_SESSION-} ]] || eval "$(command docpilot join --shell zsh)" ;;
-    *) command docpilot "$@" ;;
+      __docpilot_client "$@" || return
+      [[ -z ${DOCPILOT_SESSION-} ]] || eval "$(__docpilot_client join --shell zsh)" ;;
+    *) __docpilot_client "$@" ;;
   esac
 }
 
@@ -94,12 +112,13 @@ if [[ -n $__docpilot_completions && -r $__docpilot_completions/_docpilot ]]; the
 fi
 
 # Kept current without Python at start-up: when a file this one was made from (the package's hook
-# and verb table: an upgrade) or the configuration is newer than this file, or DOCPILOT_HOME is not
-# what it was, `docpilot init` writes it again (once) and it is read again; else a few `test`s.
+# and verb table: an upgrade) or the configuration is newer than this file, DOCPILOT_HOME is not
+# what it was, or the package's entry.py is gone (reinstalled elsewhere), `docpilot init` writes
+# it again (once) and it is read again; else a few `test`s.
 typeset -g __docpilot_self=__DOCPILOT_SELF__
 if [[ -n $__docpilot_self && -z ${__docpilot_refreshed-} ]]; then
   for __docpilot_f in __DOCPILOT_FROM__; do
-    if [[ $__docpilot_f -nt $__docpilot_self || ${DOCPILOT_HOME-} != __DOCPILOT_HOME__ ]]; then
+    if [[ $__docpilot_f -nt $__docpilot_self || ${DOCPILOT_HOME-} != __DOCPILOT_HOME__ || ! -f __DOCPILOT_ENTRY__ ]]; then
       typeset -g __docpilot_refreshed=1
       command docpilot init zsh --file "$__docpilot_self" >/dev/null 2>&1 && builtin source "$__docpilot_self"
       break

@@ -88,6 +88,16 @@ def run_shell(
             if proc.poll() is not None and not r:
                 break
         proc.wait(timeout=30)
+        # The shell may have written its last output between the select and its exit: read what
+        # the terminal still holds (without this, a fast shell's whole output was sometimes lost).
+        while select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
