@@ -291,6 +291,7 @@ class Recovery(TypedDict):
     duration_ms: float
     sessions: list[SessionRecovery]
     other: list[str]
+    from_manifest: int  # finished sessions taken from the manifest's rows, not read (storage/manifest.py)
 
 
 class Cleanup(TypedDict):

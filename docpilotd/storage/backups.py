@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .atomic import storage_error
 from .fsops import REGULAR, FileOps, a_kind, is_text_name
@@ -22,15 +22,20 @@ from .fsops import REGULAR, FileOps, a_kind, is_text_name
 _NAME = re.compile(r"(?P<id>[^/_]+)_(?P<sec>\d{1,19})(?:\.(?P<frac>\d{9}))?\.json\Z")
 
 
-@dataclass(frozen=True, order=True)
-class Backup:
+class Backup(NamedTuple):
+    """One generation. A tuple (quick to make for every backup of a large root), ordered by its
+    fields: oldest first."""
+
     ns: int  # first, so generations sort oldest first
     session_id: str
-    path: Path
+    name: str
+    # The name and its directory, not a path: listing a root of many sessions makes no path
+    # object per backup; only a backup that is read or removed needs one.
+    directory: Path
 
     @property
-    def name(self) -> str:
-        return self.path.name
+    def path(self) -> Path:
+        return self.directory / self.name
 
 
 def backup_name(session_id: str, ns: int) -> str:
@@ -43,7 +48,7 @@ def parse_name(directory: Path, name: str) -> Backup | None:
     if match is None:
         return None
     ns = int(match["sec"]) * 1_000_000_000 + int(match["frac"] or 0)
-    return Backup(ns=ns, session_id=match["id"], path=directory / name)
+    return Backup(ns=ns, session_id=match["id"], name=name, directory=directory)
 
 
 def is_regular_file(ops: FileOps, path: Path, owner: int | None = None) -> bool:

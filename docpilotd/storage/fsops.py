@@ -213,6 +213,17 @@ class FileOps:
                 found[name] = "special file"
         return found
 
+    def list_stats(self, path: Path) -> dict[str, os.stat_result]:
+        """Every name in a directory with its lstat (links not followed, nothing opened). A name
+        that vanished meanwhile, or that cannot be examined, is left out."""
+        found = {}
+        for name in self.listdir(path):
+            try:
+                found[name] = self.stat(path / name)
+            except OSError:
+                continue
+        return found
+
     def list_regular(self, path: Path) -> dict[str, bool]:
         """Every name in a directory, and whether it is a regular file itself (not a symlink)."""
         return {name: kind == REGULAR for name, kind in self.list_kinds(path).items()}
@@ -323,6 +334,17 @@ class OsFileOps(FileOps):
                 except OSError:
                     kind = "special file"
                 found[entry.name] = kind
+        return found
+
+    def list_stats(self, path: Path) -> dict[str, os.stat_result]:
+        # One scandir, and the entries' own lstat: no path object per name.
+        found = {}
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    found[entry.name] = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
         return found
 
     def stat(self, path: Path) -> os.stat_result:

@@ -165,11 +165,23 @@ def index_entries(
 ) -> tuple[dict[str, list[tuple[int, Path]]], list[tuple[str, str]]]:
     """Every session's segments (see `index`), and strays: (name, why) of what has a segment's
     name but cannot be one (not a regular file, or a name that is not text). Nothing is opened."""
-    try:
-        kinds = ops.list_kinds(journal_dir)
-    except FileNotFoundError:
-        return {}, []
-    found: dict[str, list[tuple[int, Path]]] = {}
+    named, strays = index_names(ops, journal_dir)
+    found = {sid: [(first, journal_dir / name) for first, name in segments] for sid, segments in named.items()}
+    return found, strays
+
+
+def index_names(
+    ops: FileOps, journal_dir: Path, kinds: dict[str, str] | None = None
+) -> tuple[dict[str, list[tuple[int, str]]], list[tuple[str, str]]]:
+    """`index_entries` with names instead of paths (start-up recovery lists every session's
+    segments and makes a path only for those it reads); `kinds`: the directory's listing
+    (`FileOps.list_kinds`), when the caller made it already."""
+    if kinds is None:
+        try:
+            kinds = ops.list_kinds(journal_dir)
+        except FileNotFoundError:
+            return {}, []
+    found: dict[str, list[tuple[int, str]]] = {}
     strays: list[tuple[str, str]] = []
     for name, kind in kinds.items():
         parsed = parse_segment_name(name)
@@ -180,7 +192,7 @@ def index_entries(
         elif kind != REGULAR:
             strays.append((name, f"not a regular file: {a_kind(kind)}"))
         else:
-            found.setdefault(parsed[0], []).append((parsed[1], journal_dir / name))
+            found.setdefault(parsed[0], []).append((parsed[1], name))
     for segments in found.values():
         segments.sort()
     return found, sorted(strays)

@@ -68,7 +68,7 @@ def test_a_byte_flip_inside_a_command_that_still_parses_is_a_mismatch(real_snaps
 
 def test_an_edited_checksum_is_a_mismatch(real_snapshot: bytes) -> None:
     value = json.loads(real_snapshot)
-    value["docpilotd"]["checksum"] = snapshot.checksum(b"something else", 0)
+    value["docpilotd"]["checksum"] = snapshot.raw_checksum(0, 0)
     decoded = snapshot.decode(json.dumps(value).encode())
     assert decoded.integrity == "mismatch" and not decoded.usable
 

@@ -188,7 +188,7 @@ def test_docpilot_second_names_sort_among_ours_by_time_not_mtime(store: SessionS
     order = [b.name for b in backups.for_session(store.ops, d, sid)]
     assert order == [f"{sid}_999.json", f"{sid}_1722503702.json", ours_before, f"{sid}_1754038805.json", ours_after]
     legacy = f"{sid}_1722503702.json"
-    assert backups.parse_name(d, legacy) == backups.Backup(1_722_503_702 * 10**9, sid, d / legacy)
+    assert backups.parse_name(d, legacy) == backups.Backup(1_722_503_702 * 10**9, sid, legacy, d)
     # DocPilot's files still read.
     assert store.read(d / f"{sid}_1722503702.json", sid).usable
 

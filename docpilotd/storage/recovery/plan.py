@@ -115,6 +115,7 @@ class SessionPlan:
     # The finished session's own verified snapshot is all there is: nothing else was read (see
     # the package docstring); `session` was decoded trusting the file's checksum.
     as_it_is: bool = False
+    main_path: Path | None = None  # the session's own file (as_it_is: the source)
 
 
 @dataclass(frozen=True)
@@ -207,16 +208,18 @@ def plan_session(
     backup is examined, and the whole journal read; otherwise backups only when the main file is
     unusable, and only the journal after the chosen copy. `trust_finished`: see snapshot.decode
     (start-up only: a later load of the session checks everything)."""
-    main_path = store.layout.session_file(session_id)
+    main_path = files.main_path or store.layout.session_file(session_id)
+    journal_dir = files.journal_dir or store.layout.journal
     main_exists = files.main_exists if files.main_exists is not None else store.ops.exists(main_path)
     main = _Candidate(main_path, "main", store.read(main_path, session_id, trust_finished)) if main_exists else None
     if trust_finished and main is not None and main.decoded.usable:
         decoded = main.decoded
-        if _quiet(store, session_id, files.temps, files.segments, decoded.seq):
+        if _quiet(store, journal_dir, session_id, files.temps, files.segments, decoded.seq):
             if decoded.session is not None and decoded.integrity == "verified" and not is_live(decoded.session):
                 # The common case at start-up, without the general machinery below: a finished
                 # session whose own verified snapshot is all there is. Recovery leaves it as it is.
-                return SessionPlan(session_id, f"sessions/{session_id}.json", decoded.session, decoded.seq, as_it_is=True)
+                return SessionPlan(session_id, f"sessions/{session_id}.json", decoded.session, decoded.seq, as_it_is=True,
+                                   main_path=main_path)
         else:
             # Trust is only for a session recovery leaves as it is, never held in memory: this one
             # has more to it (temp files, journal records or damage), so every check applies.
@@ -266,7 +269,7 @@ def plan_session(
     # Only fsck (check_backups) reads the segments that hold nothing after the chosen copy: with
     # start-up's skip, replay would skip those records anyway, so damage there is left to fsck.
     read = journal.read_segments(
-        store.ops, store.layout.journal, session_id, files.segments,
+        store.ops, journal_dir, session_id, files.segments,
         after_seq=0 if check_backups else base_seq, owner=store.owner_uid,
     )
     for damage in read.damage:
@@ -317,11 +320,12 @@ def plan_session(
     return plan
 
 
-def _quiet(store: SessionStore, session_id: str, temp_files: list[Path], segments: list[tuple[int, Path]] | None, seq: int) -> bool:
+def _quiet(store: SessionStore, journal_dir: Path, session_id: str, temp_files: list[Path],
+           segments: list[tuple[int, Path]] | None, seq: int) -> bool:
     """No temp file, and nothing in the journal after `seq` (neither records nor damage)."""
     if temp_files:
         return False
-    after = journal.read_segments(store.ops, store.layout.journal, session_id, segments, after_seq=seq, owner=store.owner_uid)
+    after = journal.read_segments(store.ops, journal_dir, session_id, segments, after_seq=seq, owner=store.owner_uid)
     return not after.records and not after.damage
 
 

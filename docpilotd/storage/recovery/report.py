@@ -43,6 +43,9 @@ class RecoveryReport(msgspec.Struct, kw_only=True):
     duration_ms: float = 0.0
     sessions: list[SessionReport] = msgspec.field(default_factory=list)
     other: list[str] = msgspec.field(default_factory=list)
+    # How many finished sessions start-up took from the manifest's rows instead of their files
+    # (see storage.manifest); 0 for fsck, which reads every file.
+    from_manifest: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -70,6 +73,8 @@ class Recovered:
     those, and holding thousands of them only to summarize them would cost start-up time and
     memory. For those, `held` is False, `outline` is the session without its commands, annotations
     and events (its stats still count them), and `session` reads the snapshot again on first use.
+    `checksum` is the checksum of the file such a session was taken from, as it was verified
+    (what the manifest records, see storage.manifest); None otherwise.
     """
 
     def __init__(self, session: Session, seq: int) -> None:
@@ -77,6 +82,7 @@ class Recovered:
         self.outline = session
         self._session: Session | None = session
         self._load: Callable[[], Session] | None = None
+        self.checksum: str | None = None
 
     @classmethod
     def outlined(cls, outline: Session, seq: int, load: Callable[[], Session]) -> Recovered:

@@ -3,6 +3,11 @@
 Why apart: listing each directory once for every session (not once per session, which would cost
 sessions x files) is what keeps start-up linear; planning then reads only what the listing names.
 
+Per session, the listing makes no path object (a root of 100,000 sessions would make hundreds of
+thousands): names are kept, and `files_of` makes the paths of one session when it is planned.
+With `with_stats` (start-up), the session files' lstat comes from the directory listing itself
+(scandir), for the manifest's identity check (see storage.manifest).
+
 Invariants: nothing is opened here, only listed (lstat kinds from the directory itself); a name
 that is not docpilotd's is "ignored" (reported, left alone); an entry with one of our names that
 cannot be one of our files (not a regular file, a name that is not UTF-8 text) is a stray, except
@@ -12,12 +17,13 @@ is readable text (fsops.display_name).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import backups, journal
 from ..atomic import TEMP_PREFIX, is_temp_name
-from ..fsops import REGULAR, a_kind, display_name, display_path, is_text_name
+from ..fsops import REGULAR, a_kind, display_name, display_path, is_text_name, kind_of
 from ..store import SessionStore
 
 
@@ -29,6 +35,9 @@ class SessionFiles:
     generations: list[backups.Backup] | None = None  # oldest first
     segments: list[tuple[int, Path]] | None = None
     main_exists: bool | None = None
+    # Paths the listing made already (planning makes them itself otherwise).
+    main_path: Path | None = None
+    journal_dir: Path | None = None
 
 
 @dataclass
@@ -41,14 +50,22 @@ class Listing:
     loose_temps: list[Path]
     other: list[str]  # "ignored: ..." findings, in listing order
     backups: dict[str, list[backups.Backup]]
-    segments: dict[str, list[tuple[int, Path]]]
+    segments: dict[str, list[tuple[int, str]]]  # per session: (first sequence, name), in order
+    journal_dir: Path
+    sessions_dir: Path
     # What has the name of one of our files but cannot be one, and why (see the module docstring).
     strays: list[tuple[Path, str]] = field(default_factory=list)
+    # With `with_stats`: the lstat of each regular sessions/{id}.json, as listed, by id, and of
+    # each journal segment, by name.
+    main_stats: dict[str, os.stat_result] = field(default_factory=dict)
+    segment_stats: dict[str, os.stat_result] = field(default_factory=dict)
 
     def files_of(self, session_id: str) -> SessionFiles:
+        journal_dir = self.journal_dir
         return SessionFiles(
             self.temps.get(session_id, []), self.backups.get(session_id, []),
-            self.segments.get(session_id, []), session_id in self.mains,
+            [(first, journal_dir / name) for first, name in self.segments.get(session_id, [])],
+            session_id in self.mains, self.sessions_dir / f"{session_id}.json", journal_dir,
         )
 
 
@@ -63,7 +80,7 @@ def relative(store: SessionStore, path: Path) -> str:
         return display_path(text)
 
 
-def scan(store: SessionStore) -> Listing:
+def scan(store: SessionStore, with_stats: bool = False) -> Listing:
     ops, layout = store.ops, store.layout
     ids: set[str] = set()
     mains: set[str] = set()
@@ -72,10 +89,16 @@ def scan(store: SessionStore) -> Listing:
     other: list[str] = []
     strays: list[tuple[Path, str]] = []
     special_mains: dict[str, tuple[Path, str]] = {}  # id -> (path, why) of a main that is no file
+    stats: dict[str, os.stat_result] = {}
     try:
-        listed = ops.list_kinds(layout.sessions)
+        if with_stats:
+            stats = ops.list_stats(layout.sessions)
+            listed = {name: kind_of(st.st_mode) for name, st in stats.items()}
+        else:
+            listed = ops.list_kinds(layout.sessions)
     except FileNotFoundError:
         listed = {}
+    main_stats: dict[str, os.stat_result] = {}
     sessions_dir = layout.sessions
     for name in sorted(listed):
         kind = listed[name]
@@ -97,14 +120,26 @@ def scan(store: SessionStore) -> Listing:
             else:
                 loose_temps.append(sessions_dir / name)
         else:
-            ids.add(name[: -len(".json")])
-            mains.add(name[: -len(".json")])
+            session_id = name[: -len(".json")]
+            ids.add(session_id)
+            mains.add(session_id)
+            if with_stats:
+                main_stats[session_id] = stats[name]
     by_session, junk, backup_strays = backups.scan_entries(ops, layout.backups)
     ids.update(by_session)
     other.extend(f"ignored: backups/{display_name(name)} is not a backup file" for name in junk)
     strays.extend((layout.backups / name, why) for name, why in backup_strays)
     ids.update(temps)
-    segments, segment_strays = journal.index_entries(ops, layout.journal)
+    segment_stats: dict[str, os.stat_result] = {}
+    if with_stats:
+        try:
+            segment_stats = ops.list_stats(layout.journal)
+        except FileNotFoundError:
+            pass
+        segment_kinds = {name: kind_of(st.st_mode) for name, st in segment_stats.items()}
+        segments, segment_strays = journal.index_names(ops, layout.journal, segment_kinds)
+    else:
+        segments, segment_strays = journal.index_names(ops, layout.journal)
     strays.extend((layout.journal / name, why) for name, why in segment_strays)
     ids.update(segments)
     for session_id, (path, why) in special_mains.items():
@@ -112,7 +147,8 @@ def scan(store: SessionStore) -> Listing:
             mains.add(session_id)  # in the way of the session's own file: handled with the session
         else:
             strays.append((path, why))
-    return Listing(sorted(ids), mains, temps, loose_temps, other, by_session, segments, sorted(strays))
+    return Listing(sorted(ids), mains, temps, loose_temps, other, by_session, segments, layout.journal, sessions_dir, sorted(strays),
+                   main_stats, segment_stats)
 
 
 def temp_owner(name: str) -> str | None:
