@@ -116,17 +116,24 @@ class App:
         self._log_recovery(report)
         engine = Engine(self.config, store)
         self.engine = engine
-        engine.adopt(recovered)
-        changed = {s.session_id for s in report.sessions if s.replayed or s.status == "repaired"}
-        await engine.settle_after_recovery(changed)
-        # What recovery loaded lives as long as the daemon: the cyclic collector need not walk it.
-        # A live session of a million commands is lists of a million items, which a full
-        # collection walks every time (about 30 ms per 3 million items, more with the items' own
-        # lists), a stall of every request that happens to wait for it. Frozen objects are still
-        # freed by reference counting when a session leaves memory; one collection first, so no
-        # garbage of recovery itself is frozen.
-        gc.collect()
-        gc.freeze()
+        # What recovery loaded and the engine makes of it (an entry per session) lives as long as
+        # the daemon and holds no reference cycles: the cyclic collector is kept off while it is
+        # built (with 100,000 sessions, collections triggered by the allocations made adopting
+        # them cost four times the work itself) and then freezes it out of its reach for good.
+        # A live session of a million commands is lists of a million items, which every full
+        # collection would walk (about 30 ms per 3 million items, more with the items' own
+        # lists): a stall for whoever waited meanwhile. Reference counting still frees a session
+        # that leaves memory.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            engine.adopt(recovered)
+            changed = {s.session_id for s in report.sessions if s.replayed or s.status == "repaired"}
+            await engine.settle_after_recovery(changed)
+            gc.freeze()
+        finally:
+            if collecting:
+                gc.enable()
         ctx = Context(engine, report, started)
         # Commands shells spooled while the daemon was down are part of recovery: ingested
         # before the socket serves anyone.
