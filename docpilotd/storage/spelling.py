@@ -32,6 +32,9 @@ from .store import SessionStore
 
 _BACKUP = re.compile(r"(?P<id>[0-9A-Fa-f-]{32,36})_")
 _SEGMENT = re.compile(r"(?P<id>[0-9A-Fa-f-]{32,36})\.")
+# A name that starts with a canonically spelled id and then `.` or `_` carries no other spelling,
+# whatever follows: the one check most names need (a root of 100,000 sessions has 300,000 names).
+_CANONICAL_START = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[._]")
 
 
 def _misspelled(name: str, pattern: re.Pattern[str] | None) -> str | None:
@@ -53,10 +56,12 @@ def normalize(store: SessionStore, repair: bool) -> list[str]:
     lines: list[str] = []
     for directory, pattern in ((layout.sessions, None), (layout.backups, _BACKUP), (layout.journal, _SEGMENT)):
         try:
-            names = sorted(ops.list_kinds(directory).items())
+            kinds = ops.list_kinds(directory)
         except OSError:
             continue
-        for name, kind in names:
+        canonical_start = _CANONICAL_START.match
+        found = [(name, kind) for name, kind in kinds.items() if not canonical_start(name)]
+        for name, kind in sorted(found):
             canonical = _misspelled(name, pattern)
             if canonical is None:
                 continue
