@@ -48,7 +48,7 @@ from ..domain.model import Session, is_live, state_name
 from ..domain.validate import MIN_ID_PREFIX, canonical_prefix, canonical_uuid
 from ..errors import AmbiguousId, DocpilotError, NotDurable, SessionNotFound, StorageError, UsageError
 from ..results import SessionSummary
-from ..storage import backups, journal, quarantine, snapshot
+from ..storage import journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
 from ..storage.recovery import Recovered
 from ..storage.store import SaveResult, SessionStore
@@ -94,13 +94,12 @@ class Entry:
     # Segments written by a writer that failed: they may hold refused records, so they leave
     # journal/ (for quarantine) before any record reuses their sequence numbers.
     _dead_segments: list[Path] = field(default_factory=list)
-    # The session's journal segments, (first sequence, path) in order, and its backup files, as
-    # the engine made and removed them, so that a checkpoint's trim lists neither directory (with
-    # 100,000 sessions, each listing is hundreds of thousands of names). None: not known yet, or
-    # another part rewrote the files (files_held): listed once, at the next trim. A segment missing
-    # from the list only makes trimming keep more (see `_trim`).
+    # The session's journal segments, (first sequence, path) in order, as the engine made and
+    # removed them, so that a checkpoint's trim does not list journal/ (with 100,000 sessions,
+    # hundreds of thousands of names; the store keeps the backups the same way). None: not known
+    # yet, or another part rewrote the files (files_held): listed once, at the next trim. A
+    # segment missing from the list only makes trimming keep more (see `_trim`).
     _segments: list[tuple[int, Path]] | None = None
-    _generations: list[Path] | None = None
     last_command_at: str | None = None  # timestamp given to the latest recorded command
     # For the autosave policy (Engine.autosave): the size of the last snapshot written, the
     # journal bytes written since its segment switch, and when it was written (monotonic).
@@ -418,7 +417,8 @@ class Engine:
             try:
                 yield entry._writer.path if entry._writer is not None else None
             finally:
-                entry._segments = entry._generations = None  # rewritten by another part: list again
+                entry._segments = None  # rewritten by another part: list again
+                self.store.forget_generations(entry.session_id)
 
     async def remove(self, entry: Entry, delete_files: Callable[[], _T], timeout: float = SETTLE_TIMEOUT_S) -> _T:
         """Purge: the session refuses every change from now on, changes already on their way end,
@@ -452,6 +452,7 @@ class Engine:
     def forget(self, session_id: str) -> None:
         """The session leaves the registry (its files are gone, or it was never created)."""
         entry = self.entries.pop(session_id, None)
+        self.store.forget_generations(session_id)
         if entry is not None:
             self._track(entry)
         if entry is not None and entry._writer is not None:
@@ -791,7 +792,7 @@ class Engine:
         # The next save hard-links this file into backups/: its inode then names a backup of `seq`.
         self._seq_by_inode[result.identity.ino] = seq
         try:
-            self._trim(entry, seq, result)
+            self._trim(entry, seq)
         except (DocpilotError, OSError) as exc:
             # Harmless: an untrimmed segment only costs space; the next checkpoint trims it.
             log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
@@ -814,34 +815,29 @@ class Engine:
         if old is not None:
             old.close()
         try:
-            self._trim(entry, seq, result)
+            self._trim(entry, seq)
         except (DocpilotError, OSError) as exc:
             # Harmless: an untrimmed segment only costs space; the next checkpoint trims it.
             log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
 
-    def _trim(self, entry: Entry, snapshot_seq: int, saved: SaveResult) -> None:
+    def _trim(self, entry: Entry, snapshot_seq: int) -> None:
         """Remove segments no retained copy needs: every record in them is at or below the
         sequence of the oldest retained backup (and of the snapshot). So recovery from the
         snapshot or from any retained backup always reaches the last acknowledged change.
 
-        The backups and segments are the ones the engine keeps track of (Entry._segments), listed
-        from the directories only when not known. Why a segment missing from that list is safe:
+        The backups are the ones the store keeps track of (`SessionStore.generations`), the
+        segments the ones the engine does (Entry._segments), listed only when not known. Why a segment missing from that list is safe:
         a segment is removed when the next one listed starts at or below needed + 1; with one
         missing in between, the next listed starts later still, so its records, which end before
         the missing one's first, are at or below needed too, and the missing one is only kept."""
         session_id = entry.session_id
-        generations = entry._generations
-        if generations is None:
-            generations = [b.path for b in backups.for_session(self.store.ops, self.store.layout.backups, session_id)]
-        else:
-            removed = set(saved.removed_backups)
-            generations = [g for g in generations if g not in removed]
-            if saved.backup is not None and saved.backup not in generations:
-                generations.append(saved.backup)
-        entry._generations = generations
+        seqs = [self._backup_seq(b.path) for b in self.store.generations(session_id)]
+        if None in seqs:  # removed behind the store's back (quarantined by a repair): list again
+            self.store.forget_generations(session_id)
+        held = [seq for seq in seqs if seq is not None]
         # With no backup yet, the snapshot is the only copy: keep the whole journal, so that a
         # damaged snapshot can still be rebuilt from it.
-        needed = min([snapshot_seq, *(self._backup_seq(g) for g in generations)]) if generations else 0
+        needed = min([snapshot_seq, *held]) if held else 0
         segments = entry._segments
         if segments is None:
             segments = journal.segments_of(self.store.ops, self.store.layout.journal, session_id)
@@ -860,9 +856,13 @@ class Engine:
             kept.append((first, path))
         entry._segments = kept + segments[-1:]
 
-    def _backup_seq(self, path: Path) -> int:
+    def _backup_seq(self, path: Path) -> int | None:
+        """The last journal sequence the backup holds; None when it is gone, 0 when it cannot be
+        examined (which keeps every segment)."""
         try:
             ino = self.store.ops.stat(path).st_ino
+        except FileNotFoundError:
+            return None
         except OSError:
             return 0
         if ino not in self._seq_by_inode:

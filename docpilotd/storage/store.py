@@ -88,6 +88,10 @@ class SessionStore:
         self._placing: dict[str, Identity] = {}
         self._last_backup_ns = 0
         self._named_after: dict[str, int] = {}  # per session: the newest backup name seen on disk
+        # Per session: its backups, oldest first, as listed once and then as this store made and
+        # removed them (`generations`), so a save does not list backups/, which holds every
+        # session's generations (hundreds of thousands of names with 100,000 sessions).
+        self._generations: dict[str, list[backups.Backup]] = {}
         self.owner_uid = owner_of(layout.root)  # see the module docstring: whose files are trusted
 
     # -- what we wrote -------------------------------------------------------------------------
@@ -163,8 +167,32 @@ class SessionStore:
             self._link_or_copy(path, target)
             self.ops.fsync_dir(self.layout.backups)
         except OSError as exc:
+            self.forget_generations(session_id)
             raise storage_error(exc, f"backing up {path.name}") from exc
+        known = self._generations.get(session_id)
+        made = backups.parse_name(self.layout.backups, target.name)
+        if known is not None and made is not None:
+            known.append(made)  # the newest name: the list stays oldest first
         return target, None
+
+    def generations(self, session_id: str) -> list[backups.Backup]:
+        """The session's backups, oldest first: listed from backups/ the first time (regular files
+        of the data root's owner), then kept as this store makes and rotates them. Another part
+        that adds or removes backups of the session says so (`forget_generations`); a file
+        removed behind the store's back only stays listed until then (rotation and trimming
+        skip a file that is gone)."""
+        known = self._generations.get(session_id)
+        if known is None:
+            known = backups.for_session(self.ops, self.layout.backups, session_id, self.owner_uid)
+            self._generations[session_id] = known
+        return list(known)
+
+    def forget_generations(self, session_id: str | None = None) -> None:
+        """List the session's backups (every session's, with None) from the disk again next time."""
+        if session_id is None:
+            self._generations.clear()
+        else:
+            self._generations.pop(session_id, None)
 
     def _new_backup_path(self, session_id: str) -> Path:
         # Strictly increasing even if the clock stalls or steps back, in this run or since an
@@ -198,7 +226,7 @@ class SessionStore:
 
         Generations that are hard links of one file count once (they are one generation).
         """
-        generations = backups.for_session(self.ops, self.layout.backups, session_id, self.owner_uid)
+        generations = self.generations(session_id)
         distinct: list[backups.Backup] = []
         duplicates: list[backups.Backup] = []
         seen: set[int] = set()
@@ -218,9 +246,13 @@ class SessionStore:
                 self.ops.unlink(backup.path)
                 removed.append(backup.path)
             except FileNotFoundError:
-                pass
+                removed.append(backup.path)  # gone already: not a generation any more
             except OSError as exc:
+                self.forget_generations(session_id)
                 raise storage_error(exc, f"removing old backup {backup.name}") from exc
+        if session_id in self._generations:
+            gone = set(removed)
+            self._generations[session_id] = [g for g in generations if g.path not in gone]
         # No directory fsync here: an unlink that a crash undoes only brings back an old, valid
         # generation (removed again by the next rotation). The power-loss suite shows that this
         # fsync protects nothing, while the one after the link above is required.

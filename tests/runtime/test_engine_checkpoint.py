@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from docpilotd.config import Config
 from docpilotd.paths import Layout
 from docpilotd.runtime.engine import Engine, Entry
 from docpilotd.runtime.handlers import Context, annotate, start
-from docpilotd.storage import journal, snapshot
+from docpilotd.storage import backups, journal, snapshot
+from docpilotd.storage.fsops import OsFileOps
 from docpilotd.storage.recovery import recover_all
 from docpilotd.storage.snapshot import Capture
 from docpilotd.storage.store import SessionStore
@@ -89,3 +91,50 @@ def test_changes_go_on_during_a_checkpoint_and_survive_a_crash_at_any_point(tmp_
     assert segments[-1][0] == result["captured_seq"] + 1, "changes after the capture go to a segment of their own"
     assert _notes(result["crash"]) == expected  # killed while the snapshot was being written
     assert _notes(root) == expected  # killed after the checkpoint
+
+
+class _CountingOps(OsFileOps):
+    """Counts the listings of each directory."""
+
+    def __init__(self) -> None:
+        self.listed: Counter[str] = Counter()
+
+    def listdir(self, path: Path) -> list[str]:
+        self.listed[path.name] += 1
+        return super().listdir(path)
+
+    def list_kinds(self, path: Path) -> dict[str, str]:
+        self.listed[path.name] += 1
+        return super().list_kinds(path)
+
+
+def test_checkpoints_list_neither_backups_nor_journal_once_the_session_is_known(tmp_path: Path) -> None:
+    """With 100,000 sessions each listing of backups/ or journal/ is hundreds of thousands of
+    names: a session's checkpoints keep track of its own files instead, and still trim."""
+    root = tmp_path / "home"
+    layout = _layout(root)
+    for n in range(50):  # other sessions' files in the same directories
+        (layout.backups / f"{n:08d}-0000-4000-8000-000000000000_1.000000000.json").write_text("{}")
+        (layout.journal / f"{n:08d}-0000-4000-8000-000000000000.0000000000000001.wal").write_bytes(b"")
+    ops = _CountingOps()
+    engine = Engine(Config(durability="always", backups_kept=2), SessionStore(layout, ops, backups_kept=2))
+    ctx = Context(engine, None, 0)
+
+    async def scenario() -> str:
+        sid = (await start(p.Start(description="listed once"), ctx))["id"]
+        for round_ in range(2):
+            await annotate(p.Annotate(session=sid, text=f"warm {round_}"), ctx)
+            await engine.checkpoint(engine.entries[sid])
+        ops.listed.clear()
+        for round_ in range(5):
+            await annotate(p.Annotate(session=sid, text=f"note {round_}"), ctx)
+            assert await engine.checkpoint(engine.entries[sid])
+        await engine.close()
+        return sid
+
+    sid = asyncio.run(scenario())
+    assert ops.listed["backups"] == 0 and ops.listed["journal"] == 0, ops.listed
+    assert len(backups.for_session(ops, layout.backups, sid)) == 2, "rotation still keeps backups_kept"
+    segments = journal.segments_of(ops, layout.journal, sid)
+    assert len(segments) <= 3, f"trimming still removes what no copy needs: {segments}"
+    assert _notes(root) == [f"warm {i}" for i in range(2)] + [f"note {i}" for i in range(5)]

@@ -235,6 +235,7 @@ def test_hard_linked_duplicates_count_as_one_generation(store: SessionStore) -> 
     (only,) = backups.for_session(store.ops, store.layout.backups, session.id)
     twin = store.layout.backups / backups.backup_name(session.id, only.ns - 1)
     os.link(only.path, twin)
+    store.forget_generations(session.id)  # a backup added behind the store's back: it is told
     store.rotate(session.id)
     assert [b.path for b in backups.for_session(store.ops, store.layout.backups, session.id)] == [only.path]
 
