@@ -111,13 +111,20 @@ def _ignoring_hup_and_int() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for a job in the background of a script
 
 
+def _default_hup_and_int() -> None:
+    # The suite itself may run with them ignored (under nohup, or in the background of a script).
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_signal_ignored_when_docpilot_starts_stays_ignored_for_the_command(daemon: Daemon) -> None:
     daemon.call("start", description="nohup")
     script = "import signal; print([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGHUP, signal.SIGINT)])"
     argv = [*CLIENT_CMD, "run", "--", sys.executable, "-c", script]
     ignoring = subprocess.run(argv, env=daemon.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
                               preexec_fn=_ignoring_hup_and_int)
-    plain = subprocess.run(argv, env=daemon.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    plain = subprocess.run(argv, env=daemon.env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                           preexec_fn=_default_hup_and_int)
     assert (ignoring.returncode, ignoring.stdout) == (0, b"[True, True]\n"), ignoring.stderr
     assert (plain.returncode, plain.stdout) == (0, b"[False, False]\n"), plain.stderr
 
