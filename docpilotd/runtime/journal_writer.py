@@ -5,16 +5,17 @@ commit paid its own round trip between the event loop and a pool thread (futures
 wake-up each way), and sessions written at the same moment each paid it again. Here the loop hands
 over batches, and one drain, running in a pool thread for as long as there is work, takes
 everything handed over meanwhile, of every session: it appends each batch to its segment, fsyncs
-each file touched once (several files side by side, since the disk serves concurrent fsyncs in
-about the time of one), and reports the whole round back to the loop with one call. The more the
+each file touched once (several files side by side: the kernel commits concurrent fsyncs
+together, 8 files in about half the time of one after the other here), and reports the whole round back to the loop with one call. The more the
 daemon is asked, the larger each round, so the cost per change falls as load rises.
 
 The drain runs on the engine's executor (asked for at each start, so a test that swaps in an
 inline executor makes every write happen at one exact moment, as the power-loss suite needs).
 
 Invariants:
-- a job's future is resolved only after its bytes were written and, if it asked for it, fsynced
-  (with the segment checked to still be the file at its path): an `ok` is never given early;
+- a submission's future is resolved only after each of its jobs was written and, if it asked for
+  it, fsynced (the segment checked to still be the file at its path), or failed: an `ok` is never
+  given early;
 - if the write or the fsync of a file fails, every job that wrote to that file in the round gets
   the error (none of their records may be acknowledged); jobs on other files are not affected;
 - jobs of one session are never reordered: the engine hands over a session's next batch only
