@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "run_passthrough": "run_passthrough",
     "generate": "generate",
     "search": "search",
+    "redaction": "redaction",
 }
 
 

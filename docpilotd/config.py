@@ -52,6 +52,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Redaction of secrets before anything is stored (see docpilotd/domain/redaction.py).
     redact_defaults: bool = True
     redact_patterns: list[Annotated[str, msgspec.Meta(max_length=4096)]] = msgspec.field(default_factory=list)
+    # Text never replaced (a false positive of the rules): a secret found inside a match is kept.
+    redact_allow: list[Annotated[str, msgspec.Meta(max_length=4096)]] = msgspec.field(default_factory=list)
     # Shell capture: record the tool's own command lines (`docpilot note ...`) as commands too.
     record_own_commands: bool = False
     # Command output (`docpilot run`, `record --output-file`): bytes kept, its head and its tail
@@ -232,11 +234,12 @@ def _check_patterns(config: Config, where: str) -> None:
     """Every redact pattern compiles (a daemon must never meet a bad one while recording)."""
     from .domain.redaction import PatternError, compile_rule
 
-    for index, pattern in enumerate(config.redact_patterns):
-        try:
-            compile_rule(f"pattern {index}", pattern, index)
-        except PatternError as exc:
-            raise ConfigError(f"{where}: key 'redact_patterns[{index}]': not a valid regular expression: {exc.reason}") from None
+    for key in ("redact_patterns", "redact_allow"):
+        for index, pattern in enumerate(getattr(config, key)):
+            try:
+                compile_rule(f"pattern {index}", pattern, index)
+            except PatternError as exc:
+                raise ConfigError(f"{where}: key '{key}[{index}]': not a valid regular expression: {exc.reason}") from None
 
 
 def _describe(exc: msgspec.ValidationError) -> str:

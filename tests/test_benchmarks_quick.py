@@ -36,6 +36,7 @@ ROWS: dict[str, tuple[str, ...]] = {
                         "docpilot run passthrough of 10 MB, output to a pty"),
     "generate": ("generate -t comprehensive", "generate: peak memory while rendering"),
     "search": ("search answer time, 1,000 sessions", "search index build, 1,000 sessions"),
+    "redaction": ("redaction recall, token", "redaction recall, shell lines per", "redaction lookalikes", "redaction cost per"),
 }
 
 

@@ -5,9 +5,23 @@ and returns the text with each secret replaced by `MARKER` (`[REDACTED]`). A rul
 named groups starting with `secret` (`secret`, `secret2`, ...) replaces only those groups, so the
 reader keeps the context (`--password=[REDACTED]`, `Authorization: Bearer [REDACTED]`,
 `postgres://app:[REDACTED]@db`); a rule without such a group replaces its whole match (a token
-recognised by its shape, `ghp_...`, `AKIA...`). The defaults cover the common forms; the config
-file adds regexes of the same kind (`redact_patterns`), and `docpilot redact` adds one for the rest
-of the daemon's run.
+recognised by its shape, `ghp_...`, `AKIA...`); a rule with a `finder` (the shell-aware one) returns
+its spans itself. The defaults know:
+
+- the token formats providers document (`_TOKEN_SHAPES`: AWS, GitHub, GitLab's 14 prefixes, Slack,
+  Stripe, Google, npm, PyPI, OpenAI, Anthropic, Hugging Face, Vault, DigitalOcean, Sentry, Shopify,
+  PlanetScale, Azure, JWTs plain and base64-wrapped, and some 60 more), whole tokens replaced;
+- assignments to a secret's name in every common syntax (shell, env files, YAML, JSON, TOML, INI,
+  Go `:=` and `var x string =`, JS, PHP `.=` and `=>`, Ruby, Java properties and `setProperty`,
+  XML elements, HCL, make `?=`/`::=`/`+=`), options that say so (`--password x`, `--account-key x`),
+  headers, URLs with credentials, private key blocks;
+- the options of common tools that carry a secret (`_TOOLS`: `docker login -p`, `htpasswd -b`,
+  `vault login TOKEN`, `ssh-keygen -P/-N`, `7z -pX`, `smbclient -U user%pw`, `openssl -passin
+  pass:x`, ...), read the way the shell reads the command (quotes and `$(...)` respected).
+
+The config file adds regexes of the same kind (`redact_patterns`), and `docpilot redact` adds one for
+the rest of the daemon's run; `allow` patterns name text that is never replaced (a secret found
+inside one of their matches is kept: a user's false positives).
 
 Pure: no files, clocks or sockets. Invariants: a redactor never raises on any text (its regexes
 compile once, here, and a `PatternError` names the bad one); `session()` and `change()` touch only
@@ -15,13 +29,22 @@ free text (descriptions, commands, output, annotations, event details, metadata 
 ids, timestamps, types or numbers, so a redacted session is still valid and replays the same way;
 they return the input object itself when nothing matched, and a new object otherwise (the input
 is never mutated: the daemon may be reading it in another thread); redacting a redacted text
-changes nothing and counts nothing. Cost: every built-in rule runs in linear time on any input and
-only on text containing one of its trigger substrings, so an ordinary command costs a few
-microseconds and a megabyte of output about 0.2 s.
+changes nothing and counts nothing. Never damage a command: only a secret's own span is replaced
+(never the name, operator or quotes around it), the count is the number of spans really replaced,
+and a value that is a variable reference (`$X`, `${X}`, `%X%`), a command substitution (`$(...)`,
+backticks), a template placeholder (`{{ x }}`, `${{ x }}`, `%(x)s`, `<x>`), a URL without
+credentials, a literal (`null`, `true`, a small number), code (`os.getenv(...)`, `settings.API_KEY`)
+or an obvious placeholder is not a secret. Cost: every built-in regex runs in linear time on any
+input (bounded or possessive repetitions, literal first) and only on text holding one of its
+triggers (lowercase substrings) or word keys (the first four characters of a word, looked up in a
+set, so hundreds of token shapes cost one set intersection); the shell reader reads each command
+once. An ordinary command costs some 10-30 microseconds, a megabyte on one line some 50-70 ms.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,17 +58,99 @@ from .model import Annotation, CommandEntry, ErrorState, Session, SessionEvent, 
 MARKER = "[REDACTED]"
 _T = TypeVar("_T")
 
-# A value as a shell or a config file writes it: quoted, or up to whitespace or a shell operator.
-_VALUE = r"""(?:"(?P<secret_dq>[^"\n]*+)"|'(?P<secret_sq>[^'\n]*+)'|(?P<secret>(?![-=]|\[REDACTED\]|\[redacted\])[^\s'";&|]++))"""
-# A name that says "this is a secret" (PGPASSWORD, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, db_password):
-# the match starts at the keyword (a literal, found fast) and takes the rest of the name possessively.
+# What a value may not start with, or be, to count as a secret (never damage a command): an option,
+# an operator or a redirection; a variable reference or a command substitution ($X, ${X}, $(...),
+# `...`, %X%); a template placeholder ({{ ... }}, ${{ ... }}, %(x)s, #{...}, ((x)), <x>, <%= %>);
+# a YAML tag; a URL without credentials (those with credentials have their own rule); a literal
+# (none, null, true, ...); a small number (a count or a length); an obvious placeholder (YOUR_KEY,
+# xxx, ***, ...); code that reads the secret from elsewhere (os.getenv(...), settings.API_KEY,
+# X25519.secret_length); the marker itself (redacting twice changes nothing).
+_END = r"""(?![^\s'";,)}\]])"""
+_NOT_SECRET_QUOTED = (
+    r"(?![-=:<>!$`%&|]|#\{|\{\{|\(\(|\[(?i:redacted)\]"
+    r"|(?i:[a-z][a-z0-9+.\-]{0,20}+://(?![^\s/@'\"]*+@))"
+    r"|(?i:your[_\-]|x{3}|\*{3}|\.{3}|changeme\b|placeholder|secret_?here))"
+)
+# Unquoted, a value is not a secret either when it is a literal, a small number, a call or an index
+# (os.getenv(...), ENV["X"]) or the name of another secret (self.password = password). (An attribute,
+# settings.API_KEY, is told apart by its case: see _CODE_ATTRIBUTE.)
+_NOT_SECRET = (
+    _NOT_SECRET_QUOTED
+    + r"(?!(?i:(?:none|null|nil|true|false|undefined|~|\d{1,5}+))" + _END
+    + r"|[A-Za-z_][\w$]{0,64}+(?:\.[A-Za-z_][\w$]{0,64}+){0,8}+[(\[]"
+    + r"|(?i:(?:[a-z]{1,16}+_){0,4}+(?:passw(?:or)?d|secret|token|api_?key)s?(?:_[a-z]{1,16}+){0,4}+)" + _END + ")"
+)
+# A value as a shell or a config file writes it: quoted, or up to whitespace or a character the shell
+# reads as syntax (an operator, a quote, a backtick, a redirection, a parenthesis: never replaced, so
+# a redacted command keeps its structure and redacting it again changes nothing).
+_VALUE = (
+    rf"""(?:"{_NOT_SECRET_QUOTED}(?P<secret_dq>[^"\n]++)"|'{_NOT_SECRET_QUOTED}(?P<secret_sq>[^'\n]++)'"""
+    rf"""|(?!["'])(?!string\b){_NOT_SECRET}(?P<secret>[^\s'";&|`<>()]++))"""
+)
+# A name that says "this is a secret" (PGPASSWORD, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, db_password,
+# apiToken): the match starts at the keyword (a literal, found fast) and takes the rest of the name
+# possessively.
 _KEYWORD = (
-    r"(?:(?:passw(?:or)?d|passphrase|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|credential)s?"
+    r"(?:(?:passw(?:or)?d|passphrase|secret(?:[_\-]?key)?|token|api[_\-]?key|access[_\-]?key|account[_\-]?key"
+    r"|private[_\-]?key|credential)s?"
     r"|(?<![a-z0-9])pass|mysql_pwd)(?![a-z0-9])"  # a whole part of the name: not TOKENIZERS, BYPASS
 )
-_NAME_REST = r"[a-z0-9_.\-]{0,64}+(?<!file)(?<!path)(?<!dir)"  # not PASSWORD_FILE=/path
+# The rest of the name, which must not say it names something else than the secret itself
+# (PASSWORD_FILE=/path, token_url, password_hash, secret_name, token_type, max_length, access_key_id).
+_NAME_REST = (
+    r"[a-z0-9_.\-]{0,64}+(?<!file)(?<!path)(?<!dir)(?<!hash)(?<!url)(?<!uri)(?<!endpoint)(?<!name)(?<!type)"
+    r"(?<!length)(?<!len)(?<!count)(?<!version)(?<!policy)(?<!key_id)(?<!keyid)(?<!field)(?<!store)(?<!method)"
+    r"(?<!mode)(?<!provider)(?<!scheme)"
+)
+# An unquoted value assigned to a secret's name that is an attribute in code, not a password:
+# X25519.secret_length, settings.API_KEY, process.env.GITHUB_TOKEN (a last part in lower_snake or
+# UPPER_SNAKE case; `Sup3r.Secret` stays a secret). Checked on the text as written.
+_CODE_ATTRIBUTE = re.compile(r"(?:[A-Za-z_]\w{0,64}+\.){1,8}+(?:[a-z_][a-z0-9_]{0,64}+|[A-Z_][A-Z0-9_]{0,64}+)")
+
+
+def _is_code_attribute(text: str, first: int, last: int) -> bool:
+    """An unquoted value that is an attribute in code (see _CODE_ATTRIBUTE)."""
+    return text[first - 1 : first] not in ("'", '"') and _CODE_ATTRIBUTE.fullmatch(text, first, last) is not None
+
+
+# What a random-looking value may still be without being a secret: a path, a version, a UUID, a
+# number, a word, words joined by dashes or dots (a name: oauth2-device-flow, en_US.UTF-8).
+_NOT_RANDOM = re.compile(
+    r"[~.]?/[\w./\-]*+|v?\d++(?:\.\d++)++[\w.\-+]*+"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[\d.,_]++"
+    r"|[a-zA-Z]++|[a-zA-Z][a-zA-Z0-9]{0,11}+(?:[-_. ][a-zA-Z][a-zA-Z0-9]{0,11}+)++"
+)
+
+
+def _not_random(text: str, first: int, last: int) -> bool:
+    """Too short, too regular or shaped like something else to be a secret by its looks alone: at
+    least 16 characters of two kinds or more (letters, digits, others) and 3.5 bits of entropy per
+    character make a value random enough."""
+    value = text[first:last]
+    if len(value) < 16 or len(value) > 4096 or _NOT_RANDOM.fullmatch(value):
+        return True
+    kinds = (any(c.isalpha() for c in value), any(c.isdigit() for c in value), any(not c.isalnum() for c in value))
+    if sum(kinds) < 2:
+        return True
+    counts: dict[str, int] = {}
+    for c in value:
+        counts[c] = counts.get(c, 0) + 1
+    entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    return entropy < 3.5
+# Every assignment syntax: = := ::= ?= += .= != => and : (YAML, JSON, Ruby, properties), after an
+# optional closing quote or bracket (ENV["X_TOKEN"] =, $cfg['password'] =) or a Go type (var x string =).
+_ASSIGN = r"""["'\]]{0,3}+(?:[ \t]++string)?[ \t]*+(?:[:?+.!]?=(?![=~])|::=|=>|:(?![:=/]))[ \t]*+"""
 _NAME_TRIGGERS = ("pass", "secret", "token", "key", "credential", "pwd")
+# Names that may, or may not, hold a secret: their values are taken only when random enough.
+_WEAK_KEYWORD = (
+    r"(?<![a-z0-9])(?:auth|key|sig|signature|signing[_\-]?key|hmac|salt|seed|creds?|pw|pin|otp|session|cookie"
+    r"|license|webhook|encryption[_\-]?key|master[_\-]?key|jwt)(?![a-z0-9])"
+)
+_WEAK_TRIGGERS = ("auth", "key", "sig", "hmac", "salt", "seed", "cred", "pw", "pin", "otp", "session", "cookie",
+                  "license", "webhook", "jwt")
 _DB_CLIENTS = r"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlsh|mariadb(?:-[a-z]+)?)"
+# Not a reference: what follows an option that takes a secret glued or quoted.
+_NOT_REF = r"(?![$`])"
 
 
 def _args(program: str) -> str:
@@ -54,64 +159,448 @@ def _args(program: str) -> str:
     return rf"(?:(?!{program})[^\n;|&]){{0,300}}?[ \t]"
 
 
+_WORD_END = r"(?![A-Za-z0-9_])"
+
+
+def _shape(literals: Sequence[str], body: str, end: str) -> str:
+    """A token recognised by its shape: one of `literals` (found fast: the regex starts with it), not
+    inside a longer word, then `body`, then not followed by more of the token."""
+    heads = "|".join(re.escape(lit) + rf"(?<![A-Za-z0-9_]{'.' * len(lit)})" for lit in literals)
+    return rf"(?:{heads}){body}{end}"
+
+
+# Provider token formats, as the providers document them (and public scanners list them):
+# (name, literal prefixes, what follows the prefix). The whole token is replaced.
+_TOKEN_SHAPES: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    ("aws_access_key_id", ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA"),
+     r"[A-Z0-9]{16}", _WORD_END),
+    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"[A-Za-z0-9]{36,255}+", _WORD_END),
+    ("github_pat", ("github_pat_",), r"[A-Za-z0-9_]{22,255}+", _WORD_END),
+    ("gitlab_token", ("glpat-", "glptt-", "gldt-", "glrt-", "glrtr-", "glcbt-", "glffct-", "glft-", "glimt-",
+                      "glagent-", "gloas-", "glsoat-", "glswt-", "glwt-", "GR1348941"), r"[\w\-]{20,300}+", _WORD_END),
+    ("slack_token", ("xoxb-", "xoxp-", "xoxa-", "xoxe-", "xoxo-", "xoxs-", "xoxr-", "xoxe.xoxp-"), r"[\w\-]{10,}+", _WORD_END),
+    ("slack_app_token", ("xapp-",), r"\d-[A-Za-z0-9\-]{10,}+", _WORD_END),
+    ("stripe_key", ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"), r"[A-Za-z0-9]{16,}+", _WORD_END),
+    ("google_api_key", ("AIza",), r"[\w\-]{35}", _WORD_END),
+    ("google_oauth_secret", ("GOCSPX-",), r"[\w\-]{28}", _WORD_END),
+    ("google_oauth_token", ("ya29.",), r"[\w\-.]{20,}+", _WORD_END),
+    ("google_refresh_token", ("1//0",), r"[\w\-]{40,}+", _WORD_END),
+    ("npm_token", ("npm_",), r"[A-Za-z0-9]{36}", _WORD_END),
+    ("pypi_token", ("pypi-AgEIcHlwaS5vcmc",), r"[\w\-]{50,}+", _WORD_END),
+    ("openai_style_key", ("sk-",), r"(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[\w\-]{20,}+", _WORD_END),
+    ("jwt", ("eyJ",), r"[\w\-]{8,}+\.eyJ[\w\-]{8,}+\.[\w\-]{8,}+", _WORD_END),
+    ("jwt_base64", ("ZXlK",), r"[A-Za-z0-9+/]{40,}+={0,2}+", r"(?![A-Za-z0-9_=])"),
+    ("huggingface_token", ("hf_", "api_org_"), r"[A-Za-z0-9]{30,40}+", _WORD_END),
+    ("vault_token", ("hvs.", "hvb.", "hvr."), r"[\w\-]{24,}+", _WORD_END),
+    ("vault_legacy_token", ("s.",), r"[A-Za-z0-9]{24}", _WORD_END),
+    ("digitalocean_token", ("dop_v1_", "doo_v1_", "dor_v1_"), r"[a-f0-9]{64}", _WORD_END),
+    ("sentry_token", ("sntrys_", "sntryu_"), r"[\w=+/\-]{40,}+", _WORD_END),
+    ("shopify_token", ("shpat_", "shpca_", "shppa_", "shpss_"), r"[a-fA-F0-9]{32}", _WORD_END),
+    ("planetscale_token", ("pscale_tkn_", "pscale_pw_", "pscale_oauth_"), r"[\w=.\-]{32,64}+", _WORD_END),
+    ("databricks_token", ("dapi",), r"[a-f0-9]{32}(?:-\d)?", _WORD_END),
+    ("doppler_token", ("dp.pt.", "dp.st.", "dp.sa.", "dp.ct.", "dp.scim.", "dp.audit."), r"[A-Za-z0-9]{40,44}+", _WORD_END),
+    ("dynatrace_token", ("dt0c01.",), r"[A-Za-z0-9]{24}\.[A-Za-z0-9]{64}", _WORD_END),
+    ("linear_key", ("lin_api_",), r"[A-Za-z0-9]{40}", _WORD_END),
+    ("grafana_cloud_token", ("glc_",), r"[A-Za-z0-9+/]{32,400}+={0,2}+", r"(?![A-Za-z0-9_=])"),
+    ("grafana_service_account", ("glsa_",), r"[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}", _WORD_END),
+    ("postman_key", ("PMAK-",), r"[a-f0-9]{24}-[a-f0-9]{34}", _WORD_END),
+    ("pulumi_token", ("pul-",), r"[a-f0-9]{40}", _WORD_END),
+    ("sendgrid_key", ("SG.",), r"[\w\-]{22}\.[\w\-]{43}", _WORD_END),
+    ("twilio_key", ("SK",), r"[0-9a-fA-F]{32}", _WORD_END),
+    ("mailgun_key", ("key-",), r"[0-9a-f]{32}", _WORD_END),
+    ("atlassian_token", ("ATATT3", "ATCTT3"), r"[\w\-=]{150,}+", _WORD_END),
+    ("age_secret_key", ("AGE-SECRET-KEY-1",), r"[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}", _WORD_END),
+    ("alibaba_key", ("LTAI",), r"[A-Za-z0-9]{20}", _WORD_END),
+    ("clojars_token", ("CLOJARS_",), r"[a-z0-9]{60}", _WORD_END),
+    ("dropbox_token", ("sl.",), r"[\w\-.]{130,}+", _WORD_END),
+    ("flyio_token", ("FlyV1 fm", "fm1r_", "fm1a_", "fm2_"), r"[\w+/=,]{50,}+", r"(?![\w+/=,])"),
+    ("frameio_token", ("fio-u-",), r"[\w=\-]{64}", _WORD_END),
+    ("newrelic_key", ("NRAK-", "NRJS-", "NRII-"), r"[\w\-]{19,32}+", _WORD_END),
+    ("heroku_key", ("HRKU-",), r"[\w\-]{58,64}+", _WORD_END),
+    ("prefect_key", ("pnu_",), r"[A-Za-z0-9]{36}", _WORD_END),
+    ("readme_key", ("rdme_",), r"[a-z0-9]{70}", _WORD_END),
+    ("rubygems_key", ("rubygems_",), r"[a-f0-9]{48}", _WORD_END),
+    ("square_token", ("sq0atp-", "sq0csp-", "EAAA"), r"[\w\-+=]{22,60}+", _WORD_END),
+    ("easypost_key", ("EZAK", "EZTK"), r"[a-zA-Z0-9]{54}", _WORD_END),
+    ("duffel_token", ("duffel_test_", "duffel_live_"), r"[\w\-=]{43}", _WORD_END),
+    ("flutterwave_key", ("FLWSECK_TEST-", "FLWSECK-"), r"[a-h0-9]{32}-X", r"(?![A-Za-z0-9])"),
+    ("onepassword_token", ("ops_eyJ",), r"[A-Za-z0-9+/]{250,}+={0,3}+", r"(?![A-Za-z0-9_=])"),
+    ("notion_token", ("secret_",), r"[A-Za-z0-9]{43}", _WORD_END),
+    ("notion_token_ntn", ("ntn_",), r"[0-9]{11}[A-Za-z0-9]{35}", _WORD_END),
+    ("airtable_token", ("pat",), r"[A-Za-z0-9]{14}\.[a-f0-9]{64}", _WORD_END),
+    ("groq_key", ("gsk_",), r"[A-Za-z0-9]{52}", _WORD_END),
+    ("replicate_token", ("r8_",), r"[A-Za-z0-9]{37}", _WORD_END),
+    ("perplexity_key", ("pplx-",), r"[A-Za-z0-9]{48}", _WORD_END),
+    ("xai_key", ("xai-",), r"[A-Za-z0-9]{80}", _WORD_END),
+    ("dockerhub_token", ("dckr_pat_", "dckr_oat_"), r"[\w\-]{27}", r"(?![\w\-])"),
+    ("contentful_token", ("CFPAT-",), r"[\w\-=]{43}", r"(?![\w\-])"),
+    ("shippo_token", ("shippo_live_", "shippo_test_"), r"[a-f0-9]{40}", _WORD_END),
+    ("typeform_token", ("tfp_",), r"[\w\-.=]{59}", r"(?![\w\-])"),
+    ("mapbox_secret_token", ("sk.eyJ",), r"[\w\-.]{50,}+", _WORD_END),
+    ("tailscale_key", ("tskey-",), r"[a-z]{1,10}+-[A-Za-z0-9]{10,}+-[A-Za-z0-9]{20,}+", _WORD_END),
+    ("netlify_token", ("nfp_",), r"[A-Za-z0-9]{36}", _WORD_END),
+    ("supabase_token", ("sbp_",), r"[a-f0-9]{40}", _WORD_END),
+    ("supabase_secret_key", ("sb_secret_",), r"[\w\-]{31}", r"(?![\w\-])"),
+    ("render_key", ("rnd_",), r"[A-Za-z0-9]{32}", _WORD_END),
+    ("langsmith_key", ("lsv2_pt_", "lsv2_sk_"), r"[a-f0-9]{32}_[a-f0-9]{10}", _WORD_END),
+    ("figma_token", ("figd_",), r"[\w\-]{40}", r"(?![\w\-])"),
+    ("buildkite_token", ("bkua_",), r"[a-f0-9]{40}", _WORD_END),
+    ("circleci_token", ("CCIPAT_",), r"[A-Za-z0-9]{22}_[a-f0-9]{40}", _WORD_END),
+    ("sourcegraph_token", ("sgp_",), r"(?:[a-f0-9]{16}_|local_)?[a-f0-9]{40}", _WORD_END),
+    ("pinecone_key", ("pcsk_",), r"[A-Za-z0-9]{5,6}+_[A-Za-z0-9]{50,70}+", _WORD_END),
+    ("deno_token", ("ddp_", "ddw_"), r"[A-Za-z0-9]{36}", _WORD_END),
+    ("cloudflare_origin_ca_key", ("v1.0-",), r"[a-f0-9]{24}-[a-f0-9]{146}", _WORD_END),
+    ("harness_token", ("pat.", "sat."), r"[\w\-]{22}\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{20}", _WORD_END),
+)
+
 # (name, triggers, lowercase, regex). A rule runs only on text that contains one of its triggers
 # (lowercase substrings: a cheap test that spares the regexes on most commands). A `lowercase` rule
 # is written for, and run on, the lowercased text (case-insensitive at the speed of a literal
 # search); its spans are then replaced in the original text. Every regex runs in linear time on
-# any input (bounded or possessive repetitions, literal first). Order matters only where rules
-# overlap: the more specific ones come first.
+# any input (bounded or possessive repetitions, literal first). Order matters where rules overlap:
+# the more specific ones come first (a token's shape before the name it is assigned to, so that
+# `FLY_API_TOKEN: FlyV1 fm2_...` loses the whole token, not its first word).
 DEFAULT_RULES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     # -----BEGIN OPENSSH PRIVATE KEY----- ... -----END ...----- (also a block cut off by the end).
     ("private_key_block", ("private key",), False,
      r"-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----(?P<secret>(?:(?!-----END )[\s\S])*+)"),
     # scheme://user:password@host (the password; an empty user too: redis://:pw@host).
-    ("url_credentials", ("://",), False, r"://[^\s/?#@:'\"]{0,256}:(?P<secret>[^\s/?#@'\"]{1,1024})@"),
+    ("url_credentials", ("://",), False,
+     r"://[^\s/?#@:'\"]{0,256}:(?![$`]|\[REDACTED\]@)(?P<secret>[^\s/?#@'\"]{1,1024})@"),
+    # (Here the provider shapes of _TOKEN_SHAPES run, see _DEFAULTS.) Shapes that do not start with
+    # a literal, or keep some context.
+    ("azure_client_secret", ("q~",), False, r"(?<![\w~.\-])[\w~.]{3}\dQ~[\w~.\-]{31,34}+(?![\w~.\-])"),
+    ("azure_storage_key", ("accountkey=", "sharedaccesskey="), False,
+     r"(?:AccountKey|SharedAccessKey)=(?P<secret>[A-Za-z0-9+/]{20,}+={0,2}+)"),
+    ("mailchimp_key", ("-us",), False, r"(?<![\w])[0-9a-f]{32}-us\d{1,2}+(?![\w])"),
+    ("telegram_bot_token", (":aa",), False, r"(?<![\w])\d{8,10}+:AA[\w\-]{33}(?![\w\-])"),
+    ("terraform_token", (".atlasv1.",), False, r"(?<![\w])[a-z0-9]{14}\.atlasv1\.[\w\-=]{60,70}+"),
+    ("slack_webhook", ("hooks.slack.com",), False, r"hooks\.slack\.com/services/(?P<secret>[A-Za-z0-9/_\-]++)"),
+    ("discord_webhook", ("/api/webhooks/",), False,
+     r"discord(?:app)?\.com/api/webhooks/\d{5,30}+/(?P<secret>[\w\-]{20,100}+)"),
     # Authorization: Bearer xyz / Proxy-Authorization: Basic xyz (header lines, curl -H, JSON).
     ("authorization_header", ("authorization",), True,
      r"authorization[\"']?[ \t]*+:[ \t]*+[\"']?"
-     r"(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)[ \t]++)?(?P<secret>[^\r\n'\"\\]++)"),
+     r"(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)[ \t]++)?+(?![$`]|\{\{)"
+     r"(?P<secret>[^\r\n'\"\\]++)"),
     ("secret_header", ("api-key", "token", "cookie"), True,
      r"(?:api-key|-auth-token|-access-token|private-token|-vault-token|-security-token|cookie)"
-     r"[\"']?[ \t]*+:[ \t]*+[\"']?(?P<secret>[^\r\n'\"\\]++)"),
+     r"[\"']?[ \t]*+:[ \t]*+[\"']?(?![$`]|\{\{)(?P<secret>[^\r\n'\"\\]++)"),
     ("bearer_token", ("bearer",), True, r"bearer[ \t]++(?P<secret>[a-z0-9._~+/=\-]{16,})"),
-    # --password=x, --password x, --db-password 'x', --token=x, --api-key x, --client-secret x
-    # (not --no-password, --password-file or a following option).
+    # --password=x, --password x, --db-password 'x', --token=x, --api-key x, --client-secret x,
+    # --account-key x (not --no-password, --password-file or a following option).
     ("secret_option", ("--",), True,
-     r"(?<![\w-])--(?!no-)(?>(?:[a-z0-9]++-)*?(?:passw(?:or)?d|pass|passphrase|token|secret|api-?key|"
-     r"access-?key|secret-?key|auth-?token|client-?secret))(?:=|[ \t]++)" + _VALUE),
+     r"--(?<![\w-]--)(?!no-)(?>(?:[a-z0-9]++-)*?(?:passw(?:or)?d|pass|passphrase|token|secret|api-?key|"
+     r"access-?key|secret-?key|account-?key|auth-?token|client-?secret))(?:=|[ \t]++)" + _VALUE),
     # mysql -psecret, mysqldump -u root -p'secret' (database clients take the password glued to -p).
     ("db_client_password", ("mysql", "mariadb"), False,
-     rf"(?<![\w/-]){_DB_CLIENTS}\b{_args('mysql|mariadb')}-p(?:\"(?P<secret_dq>[^\"\n]*+)\"|'(?P<secret_sq>[^'\n]*+)'|"
-     r"(?P<secret>[^\s;|&'\"]++))"),
+     rf"(?<![\w/-]){_DB_CLIENTS}\b{_args('mysql|mariadb')}-p(?:\"{_NOT_REF}(?P<secret_dq>[^\"\n]++)\""
+     rf"|'(?P<secret_sq>[^'\n]++)'|{_NOT_REF}(?P<secret>[^\s;|&'\"]++))"),
     ("sshpass", ("sshpass",), False, rf"sshpass\b{_args('sshpass')}-p[ \t]*+" + _VALUE),
     ("redis_cli_password", ("redis-cli",), False, rf"redis-cli\b{_args('redis-cli')}-a[ \t]++" + _VALUE),
     # curl -u user:password, curl --user=user:password
     ("curl_user", ("curl",), False,
      rf"curl(?<![\w/-]curl)\b{_args('curl')}(?:-u|--user|--proxy-user|-U)[ \t]*+=?[ \t]*+[\"']?[^\s:'\"]{{0,256}}:"
-     r"(?P<secret>[^\s'\"]++)"),
+     r"(?![$`])(?P<secret>[^\s'\"]++)"),
+    # <password>x</password>, <apiKey>x</apiKey> (XML elements); <add key="ClientSecret" value="x"/>.
+    ("secret_xml_element", ("pass", "secret", "token", "key", "credential"), True,
+     rf"<(?P<tag>[a-z0-9_.:\-]{{0,64}}?{_KEYWORD}{_NAME_REST})>{_NOT_SECRET_QUOTED}(?P<secret>[^<\n]{{1,4096}}+)</(?P=tag)>"),
+    ("secret_xml_key_value", ("pass", "secret", "token", "key", "credential"), True,
+     rf"key=\"[a-z0-9_.:\-]{{0,64}}?{_KEYWORD}{_NAME_REST}\"[ \t]++value=\"{_NOT_SECRET_QUOTED}(?P<secret>[^\"\n]++)\""),
+    # System.setProperty("X_TOKEN", "x"), os.Setenv("API_KEY", "x"), putenv("PASSWORD", "x").
+    ("secret_setter", ("set", "put"), True,
+     rf"(?:setproperty|setenv|putenv|put|set)\([ \t]*+[\"'][a-z0-9_.\-]{{0,64}}?{_KEYWORD}{_NAME_REST}[\"'][ \t]*+,"
+     r"[ \t]*+" + _VALUE),
     # export SECRET=x, PGPASSWORD=x psql, -e DB_PASSWORD=x, password = "x" (config files),
-    # "api_key": "x" (JSON), token: x (YAML).
-    ("secret_assignment", _NAME_TRIGGERS, True,
-     rf"{_KEYWORD}{_NAME_REST}(?:[ \t]*+=|[\"']?[ \t]*+:)[ \t]*+" + _VALUE),
+    # "api_key": "x" (JSON), token: x (YAML), x := "s" (Go), $x .= "s" (PHP), "x" => "s", X ?= s (make).
+    ("secret_assignment", _NAME_TRIGGERS, True, rf"{_KEYWORD}{_NAME_REST}{_ASSIGN}" + _VALUE),
     # fish: set -gx GITHUB_TOKEN x; csh: setenv API_KEY x
     ("secret_set", ("set",), True,
      rf"\b(?:set(?:[ \t]++-[a-z]++){{0,4}}+|setenv)[ \t]++[a-z0-9_.\-]{{0,64}}?{_KEYWORD}[a-z0-9_.\-]{{0,64}}+[ \t]++" + _VALUE),
-    # Tokens recognised by their shape (the literal first, then "not inside a longer word").
-    ("aws_access_key_id", ("akia", "asia", "abia", "acca", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "apka"),
-     False, r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)(?<![A-Za-z0-9]....)[A-Z0-9]{16}\b"),
-    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), False,
-     r"gh[pousr]_(?<![A-Za-z0-9_]....)[A-Za-z0-9]{36,255}\b|github_pat_(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,255}\b"),
-    ("gitlab_token", ("glpat-",), False, r"glpat-(?<![A-Za-z0-9_]glpat-)[A-Za-z0-9_\-]{20,}"),
-    ("slack_token", ("xox", "xapp-"), False,
-     r"xox[abposre]-(?<![A-Za-z0-9_]....-)[A-Za-z0-9\-]{10,}|xapp-(?<![A-Za-z0-9_]xapp-)\d-[A-Za-z0-9\-]{10,}"),
-    ("slack_webhook", ("hooks.slack.com",), False, r"hooks\.slack\.com/services/(?P<secret>[A-Za-z0-9/_\-]++)"),
-    ("openai_style_key", ("sk-",), False, r"sk-(?<![A-Za-z0-9_]sk-)(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_\-]{20,}"),
-    ("stripe_key", ("_live_", "_test_"), False, r"[sr]k_(?<![A-Za-z0-9_]...)(?:live|test)_[A-Za-z0-9]{16,}"),
-    ("google_api_key", ("aiza",), False, r"AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{35}"),
-    ("npm_token", ("npm_",), False, r"npm_(?<![A-Za-z0-9_]npm_)[A-Za-z0-9]{36}\b"),
-    ("pypi_token", ("pypi-",), False, r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}"),
-    ("jwt", ("eyj",), False, r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    # The fallback: a name that only may be a secret's (AUTH, signing_key, hmac, salt, session) and a
+    # value random enough to be one (see _not_random).
+    ("secret_by_entropy", _WEAK_TRIGGERS, True, rf"{_WEAK_KEYWORD}{_NAME_REST}{_ASSIGN}" + _VALUE),
 )
+
+
+
+# -- shell awareness: the options of common tools that carry a secret ------------------------------
+
+
+@dataclass(frozen=True)
+class _Tool:
+    """Where a tool's command line carries a secret. `options`: option -> the prefix its value has
+    before the secret ("" for the whole value; "pass:" for openssl's `-passin pass:x`); a
+    one-letter option may have its value glued (`-Pphrase`, `7z -pX`). `glued`: its one-letter options take their value glued too (`-Pphrase`,
+    `7z -pX`). `split`: the secret is the
+    part of such a value after this character (`smbclient -U user%pw`, `lftp -u user,pw`).
+    `takes`: other options that take a value (so positions count right). `subcommand`: one of these
+    words must come first among the positional words; `positional`: the index, among the positional
+    words after it, of the secret (`vault login TOKEN`, `cf auth USER PASSWORD`). `after_word`:
+    the word after one of these is the secret (`nmcli ... password X`)."""
+
+    options: dict[str, str]
+    subcommand: tuple[str, ...] = ()
+    positional: int = -1
+    split: str = ""
+    takes: frozenset[str] = frozenset()
+    after_word: tuple[str, ...] = ()
+    glued: bool = False
+    unless: tuple[str, ...] = ()  # options that mean there is no positional secret (vault login -method=x)
+
+
+_REGISTRY_LOGIN = _Tool({"-p": "", "--password": ""}, ("login",), takes=frozenset({"-u", "--username"}))
+_TOOLS: dict[str, tuple[_Tool, ...]] = {
+    **{name: (_REGISTRY_LOGIN,) for name in ("docker", "podman", "nerdctl", "buildah", "skopeo", "oras", "finch")},
+    "helm": (_Tool({"-p": "", "--password": ""}, ("registry",), takes=frozenset({"-u", "--username"})),),
+    "az": (_Tool({"-p": "", "--password": ""}, ("login",), takes=frozenset({"-u", "--username", "--tenant", "-t"})),),
+    "cf": (_Tool({"-p": ""}, ("login",), takes=frozenset({"-a", "-u", "-o", "-s", "--origin"})),
+           _Tool({}, ("auth",), positional=1)),
+    "vault": (_Tool({}, ("login",), positional=0, unless=("-method", "--method")),),
+    "ssh-keygen": (_Tool({"-P": "", "-N": ""}, takes=frozenset({"-f", "-t", "-b", "-C", "-a", "-Z", "-m"}), glued=True),),
+    "zip": (_Tool({"-P": "", "--password": ""}),),
+    "unzip": (_Tool({"-P": ""}),),
+    **{name: (_Tool({"-p": ""}, glued=True),) for name in ("7z", "7za", "7zr", "7zz")},
+    **{name: (_Tool({"-U": "", "--user": ""}, split="%"),) for name in ("smbclient", "rpcclient", "smbcacls", "smbget")},
+    "lftp": (_Tool({"-u": "", "--user": ""}, split=","),),
+    "doctl": (_Tool({"-t": "", "--access-token": ""}, ("auth",)),),
+    "openssl": (_Tool({"-k": "", "-pass": "pass:", "-passin": "pass:", "-passout": "pass:"}),),
+    **{name: (_Tool({"-p": "", "--password": ""}, takes=frozenset({"-u", "--username", "--host", "-h"})),)
+       for name in ("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport")},
+    **{name: (_Tool({opt: "" for opt in ("-storepass", "-keypass", "-srcstorepass", "-deststorepass",
+                                         "-srckeypass", "-destkeypass")}),) for name in ("keytool", "jarsigner")},
+    **{name: (_Tool({"-w": ""}),) for name in ("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapwhoami",
+                                               "ldappasswd", "ldapcompare", "ldapmodrdn")},
+    **{name: (_Tool({"-P": ""}),) for name in ("sqlcmd", "bcp")},
+    **{name: (_Tool({"-P": "", "--pw": ""}),) for name in ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")},
+    "rabbitmqctl": (_Tool({}, ("add_user", "change_password", "authenticate_user"), positional=1),),
+    "nmcli": (_Tool({}, after_word=("password", "wifi-sec.psk", "802-11-wireless-security.psk")),),
+    "wpa_passphrase": (_Tool({}, positional=1),),
+    "gh": (_Tool({"-b": "", "--body": ""}, ("secret",)),),
+    "htpasswd": (),  # its own rule: -b takes the password as the last positional word
+}
+_TOOL_WORDS = tuple(sorted({re.split(r"[^A-Za-z0-9_]", name)[0][:4] for name in _TOOLS}))
+# A tool's name as a command: not inside a longer word (a path before it is fine), a blank after it.
+_TOOL_NAMES = tuple((name, re.split(r"[^A-Za-z0-9_]", name)[0][:4]) for name in _TOOLS)
+# What a command of the tool must contain to carry a secret at all (a subcommand, an option): a
+# substring test that spares reading the commands that cannot (`docker run ...`).
+_TOOL_NEEDS = {
+    name: tuple({"-"} if name == "htpasswd" else {
+        needed
+        for tool in tools
+        for needed in (tool.subcommand or (*tool.options, *tool.after_word) or ("",))
+    })
+    for name, tools in _TOOLS.items()
+}
+# What may come before a command's name: the start of a line, an operator, a quote (bash -c "..."),
+# and words that run the next one (sudo docker ..., env X=1 docker ..., X=1 docker ...).
+_BEFORE_COMMAND = frozenset("\n\r;&|(){}`'\"!")
+_RUNNERS = frozenset({"sudo", "doas", "env", "time", "exec", "command", "nohup", "xargs", "nice", "then", "do", "else"})
+_ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,64}+=[^\s]*+")
+
+
+def _is_command(text: str, position: int) -> bool:
+    """Whether the word at `position` is where a command starts (its name, maybe after a path),
+    not an argument (`htpasswd -b docker` does not run docker; `token: htpasswd` runs nothing).
+    Looks back a few words at most."""
+    while position and text[position - 1] not in " \t\n\r;&|(){}`'\"!":
+        position -= 1  # to the start of a path: /usr/bin/docker
+        if text[position] != "/" and not (text[position].isalnum() or text[position] in "_.-~"):
+            return False
+    for _ in range(8):
+        end = position
+        while end and text[end - 1] in " \t":
+            end -= 1
+        if end == 0 or text[end - 1] in _BEFORE_COMMAND:
+            return True
+        if end == position:
+            return False  # glued to something else
+        start = end
+        while start and text[start - 1] not in " \t" and text[start - 1] not in _BEFORE_COMMAND:
+            start -= 1
+        word = text[start:end]
+        if word not in _RUNNERS and not _ENV_ASSIGNMENT.fullmatch(word):
+            return False
+        position = start
+    return False
+_TOOL_START = {name: re.compile(re.escape(name) + r"(?=[ \t])") for name in _TOOLS}
+
+
+# One word of a simple command as the shell reads it (quotes, escapes, $(...) and backticks keep it
+# whole); a command ends at an unquoted operator, parenthesis, redirection or newline.
+_SHELL_WORD = re.compile(
+    r"""[ \t]*+((?:[^\s'"\\;&|()<>`$]++|'[^'\n]*+'?|"(?:[^"\\\n]|\\.)*+"?|\\.?|\$\((?:[^()\n]|\([^()\n]*+\))*+\)?"""
+    r"""|\$|`[^`\n]*+`?)++)"""
+)
+_QUOTING = re.compile(r"""['"\\]""")
+_Word = tuple[str, int, "list[int] | None"]  # (the word without its quotes, where it starts, where each character is)
+
+
+def _words(text: str, position: int) -> tuple[list[_Word], int]:
+    """The words of one simple command from `position`, quotes removed, and where the command
+    ends. A word without quotes is kept as it is (its characters are where it starts + i); a quoted
+    one is read character by character. `$` and backticks are kept (a word holding them is a
+    reference, never taken for a secret)."""
+    words: list[_Word] = []
+    while True:
+        match = _SHELL_WORD.match(text, position)
+        if match is None:
+            return words, position
+        raw, start = match.group(1), match.start(1)
+        position = match.end()
+        if _QUOTING.search(raw) is None:
+            words.append((raw, start, None))
+        elif len(raw) >= 2 and raw[0] == raw[-1] and _QUOTING.search(raw, 1, len(raw) - 1) is None:
+            words.append((raw[1:-1], start + 1, None))  # one quoted string, nothing to unescape
+        else:
+            words.append(_unquote(raw, start))
+
+
+def _unquote(raw: str, start: int) -> _Word:
+    chars: list[str] = []
+    where: list[int] = []
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == "'":
+            close = raw.find("'", i + 1)
+            close = n if close == -1 else close
+            chars.extend(raw[i + 1 : close])
+            where.extend(range(start + i + 1, start + close))
+            i = close + 1
+        elif c == '"':
+            i += 1
+            while i < n and raw[i] != '"':
+                if raw[i] == "\\" and i + 1 < n and raw[i + 1] in '"\\$`':
+                    i += 1
+                chars.append(raw[i])
+                where.append(start + i)
+                i += 1
+            i += 1
+        elif c == "\\" and i + 1 < n:
+            chars.append(raw[i + 1])
+            where.append(start + i + 1)
+            i += 2
+        else:
+            chars.append(c)
+            where.append(start + i)
+            i += 1
+    return "".join(chars), start, where
+
+
+def _span(word: _Word, first: int, last: int | None = None) -> list[tuple[int, int]]:
+    """The span in the text of characters [first:last] of a word (one per run of characters between
+    quotes, `-p"a"b` has two: replacing the quotes would unbalance the line); none for an empty value
+    or one that is a reference or a placeholder ($X, $(...), `...`, {{ x }}, %X%): not a secret; none
+    either for one that holds a secret already replaced (redacting twice changes nothing)."""
+    value, start, where = word
+    last = len(value) if last is None else last
+    piece = value[first:last]
+    if not piece or "$" in piece or "`" in piece or MARKER in piece or piece.startswith(("{{", "%(", "<")) or (
+        piece.startswith("%") and piece.endswith("%")
+    ):
+        return []
+    if where is None:
+        return [(start + first, start + last)]
+    spans = [(where[first], where[first] + 1)]
+    for index in where[first + 1 : last]:
+        if index == spans[-1][1]:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+    return spans
+
+
+def _tool_spans(text: str, words: set[str]) -> list[tuple[int, int]]:
+    """The secrets that common tools take on their command line (see `_TOOLS`); `words` holds the
+    keys of the text's words (`_words_of`). Only a tool that starts a command counts, and each
+    command is read once, so this is linear in the text."""
+    starts: list[tuple[int, int, str]] = []
+    for name, word in _TOOL_NAMES:
+        # A command of the tool can carry a secret only with one of its subcommands or options.
+        if word in words and name in text and any(needed in text for needed in _TOOL_NEEDS[name]):
+            for match in _TOOL_START[name].finditer(text):
+                if _is_command(text, match.start()):
+                    starts.append((match.start(), match.end(), name))
+    spans: list[tuple[int, int]] = []
+    position = 0
+    for first, last, name in sorted(starts):
+        if first < position:
+            continue
+        command, position = _words(text, last)
+        if name == "htpasswd":
+            spans.extend(_htpasswd(command))
+            continue
+        for tool in _TOOLS[name]:
+            found = _tool_secrets(tool, command)
+            if found:
+                spans.extend(found)
+                break
+    return spans
+
+
+def _htpasswd(words: list[_Word]) -> list[tuple[int, int]]:
+    """htpasswd -b[other flags] FILE USER PASSWORD, or -nb USER PASSWORD."""
+    flags = "".join(w[0][1:] for w in words if w[0].startswith("-") and not w[0].startswith("--"))
+    if "b" not in flags:
+        return []
+    positional = [w for i, w in enumerate(words) if not w[0].startswith("-")
+                  and not (i and words[i - 1][0] in ("-C", "-r"))]
+    index = 1 if "n" in flags else 2
+    return _span(positional[index], 0) if len(positional) > index else []
+
+
+def _tool_secrets(tool: _Tool, words: list[_Word]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    positional: list[_Word] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value = word[0]
+        if positional and positional[-1][0] in tool.after_word:
+            spans.extend(_span(word, 0))
+        if value.startswith("-") and len(value) > 1:
+            option, equals, _ = value.partition("=")
+            if option in tool.options:
+                prefix = tool.options[option]
+                if equals:
+                    target, first = word, len(option) + 1
+                elif i + 1 < len(words):
+                    i += 1
+                    target, first = words[i], 0
+                else:
+                    break
+                spans.extend(_option_value(tool, target, first, prefix))
+            elif tool.glued and len(option) > 2 and not option.startswith("--") and option[:2] in tool.options:
+                spans.extend(_option_value(tool, word, 2, tool.options[option[:2]]))  # glued: -pSECRET
+            elif option in tool.takes and not equals:
+                i += 1
+        else:
+            positional.append(word)
+        i += 1
+    if tool.subcommand and not (positional and positional[0][0] in tool.subcommand):
+        return []
+    if tool.positional >= 0 and not any(w[0].partition("=")[0] in tool.unless for w in words):
+        after = [w for w in positional[1 if tool.subcommand else 0 :] if "=" not in w[0]]
+        if len(after) > tool.positional:
+            spans.extend(_span(after[tool.positional], 0))
+    return sorted(spans)
+
+
+def _option_value(tool: _Tool, word: _Word, first: int, prefix: str) -> list[tuple[int, int]]:
+    value = word[0]
+    if value.startswith("-", first) and first == 0:
+        return []  # the next option: the value is missing (read from a prompt)
+    if prefix:
+        if not value.startswith(prefix, first):
+            return []  # openssl -passin env:VAR / file:path / stdin: not the secret itself
+        first += len(prefix)
+    if tool.split:
+        cut = value.find(tool.split, first)
+        if cut == -1:
+            return []  # smbclient -U alice: the password is asked for
+        first = cut + 1
+    return _span(word, first)
 
 
 class PatternError(ValueError):
@@ -132,6 +621,16 @@ class Rule:
     regex: re.Pattern[str]
     triggers: tuple[str, ...] = ()  # lowercase substrings, one of which the text must contain; () = always
     lower_regex: re.Pattern[str] | None = None
+    # Instead of the regex's matches: a function of the text and its words (see `words`) that
+    # returns the spans to replace, in order.
+    finder: Callable[[str, set[str]], list[tuple[int, int]]] | None = None
+    # Like `triggers`, but case-sensitive and looked up in a set: the first four characters of a
+    # word of the text (runs of ASCII letters, digits and `_`), or the whole word when shorter; the
+    # text must have one of them. Hundreds of token shapes cost one set intersection this way.
+    words: tuple[str, ...] = ()
+    # keep(text, first, last): true when the span found is to be left alone after all (an attribute
+    # in code, a value that is not random enough for a name that only may be a secret's).
+    keep: Callable[[str, int, int], bool] | None = None
 
     @property
     def secret_groups(self) -> tuple[str, ...]:
@@ -154,31 +653,95 @@ def literal_rule(text: str, name: str = "literal") -> Rule:
     return Rule(name, re.compile(re.escape(text)))
 
 
-_DEFAULTS: tuple[Rule, ...] = tuple(
-    compile_rule(name, pattern, 0, triggers, lowercase) for name, triggers, lowercase, pattern in DEFAULT_RULES
-)
+def _word_key(literal: str) -> str | None:
+    """What a token starting with `literal` surely puts among the keys of a text (see `_words_of`):
+    the first four characters of the literal (`dop_` of `dop_v1_...`), or its whole first word when
+    the literal ends it sooner (`sk` of `sk-...`, `s` of `s.xxxx`); None when neither is known
+    (`SK` then hex digits: the key depends on the token)."""
+    word = re.match(r"[A-Za-z0-9_]*", literal).group(0)  # type: ignore[union-attr]
+    if len(word) >= 4:
+        return word[:4]
+    return word if len(word) < len(literal) else None
+
+
+def _shape_rule(name: str, literals: Sequence[str], body: str, end: str) -> Rule:
+    keys = [_word_key(literal) for literal in literals]
+    regex = re.compile(_shape(literals, body, end))
+    if None in keys:  # gated by lowercase substrings instead
+        return Rule(name, regex, tuple(sorted({literal.lower() for literal in literals})))
+    return Rule(name, regex, words=tuple(sorted({key for key in keys if key})))
+
+
+# Rules whose spans pass one more test on the text as written (see Rule.keep).
+_KEEP: dict[str, Callable[[str, int, int], bool]] = {
+    "secret_xml_key_value": _is_code_attribute, "secret_setter": _is_code_attribute,
+    "secret_assignment": _is_code_attribute, "secret_set": _is_code_attribute, "secret_by_entropy": _not_random,
+}
+
+
+def _default_rules() -> tuple[Rule, ...]:
+    """DEFAULT_RULES compiled, with the token shapes after the URL credentials (a token in a URL's
+    password is the URL's), and the shell-aware rule before the assignments."""
+    rules: list[Rule] = []
+    for name, triggers, lowercase, pattern in DEFAULT_RULES:
+        if name == "azure_client_secret":
+            rules.extend(_shape_rule(*shape) for shape in _TOKEN_SHAPES)
+        if name == "secret_xml_element":
+            rules.append(Rule("tool_options", re.compile(r"(?!)"), finder=_tool_spans, words=_TOOL_WORDS))
+        rule = compile_rule(name, pattern, 0, triggers, lowercase)
+        rules.append(dataclasses.replace(rule, keep=_KEEP[name]) if name in _KEEP else rule)
+    return tuple(rules)
+
+
+_DEFAULTS = _default_rules()
+_WORD_KEYS = re.compile(r"\b\w{1,4}", re.ASCII)
+
+
+def _words_of(text: str) -> set[str]:
+    """The keys `Rule.words` are looked up in: the first four characters of each of the text's
+    words (runs of ASCII letters, digits and `_`), or the whole word when shorter."""
+    return set(_WORD_KEYS.findall(text))
 
 
 class Redactor:
     """Compiled rules applied in order; see the module docstring."""
 
-    def __init__(self, rules: Iterable[Rule], marker: str = MARKER) -> None:
+    def __init__(self, rules: Iterable[Rule], marker: str = MARKER, allow: Iterable[re.Pattern[str]] = ()) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.marker = marker
+        # Text that is never replaced: a secret found inside a match of one of these is kept.
+        self.allow: tuple[re.Pattern[str], ...] = tuple(allow)
         self._plans = tuple(
-            (rule.regex, rule.lower_regex, rule.secret_groups, frozenset(rule.triggers)) for rule in self.rules
+            (rule.regex, rule.lower_regex, rule.secret_groups, rule.finder, rule.keep) for rule in self.rules
         )
-        self._triggers = tuple(sorted({t for rule in self.rules for t in rule.triggers}))
+        self._triggers = tuple(sorted({t for rule in self.rules if not rule.words for t in rule.triggers}))
+        # Rules gated by words: which rules each word key lets run; the others always get a look.
+        by_key: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            for key in rule.words:
+                by_key.setdefault(key, []).append(index)
+        self._by_key = {key: tuple(indexes) for key, indexes in by_key.items()}
+        self._keys = frozenset(by_key)
+        # ... and rules gated by triggers: which rules each trigger lets run; rules gated by neither
+        # always run.
+        by_trigger: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            if not rule.words:
+                for trigger in rule.triggers:
+                    by_trigger.setdefault(trigger, []).append(index)
+        self._by_trigger = {trigger: tuple(indexes) for trigger, indexes in by_trigger.items()}
+        self._always = frozenset(index for index, rule in enumerate(self.rules) if not rule.words and not rule.triggers)
 
     @classmethod
-    def from_patterns(cls, patterns: Sequence[str] = (), defaults: bool = True) -> Redactor:
-        """The default rules (unless `defaults` is false) followed by `patterns`; PatternError if one
-        does not compile."""
+    def from_patterns(cls, patterns: Sequence[str] = (), defaults: bool = True, allow: Sequence[str] = ()) -> Redactor:
+        """The default rules (unless `defaults` is false) followed by `patterns`, and `allow`'s
+        patterns (what is never replaced); PatternError if one does not compile."""
         extra = [compile_rule(f"pattern {i}", p, i) for i, p in enumerate(patterns)]
-        return cls([*(_DEFAULTS if defaults else ()), *extra])
+        kept = [compile_rule(f"allow {i}", p, i).regex for i, p in enumerate(allow)]
+        return cls([*(_DEFAULTS if defaults else ()), *extra], allow=kept)
 
     def plus(self, rules: Iterable[Rule]) -> Redactor:
-        return Redactor([*self.rules, *rules], self.marker)
+        return Redactor([*self.rules, *rules], self.marker, self.allow)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -188,33 +751,57 @@ class Redactor:
     def count(self, text: str) -> tuple[str, int]:
         """The redacted text and how many secrets were replaced."""
         total = 0
-        lower: str | None = None
-        present: set[str] | None = None
-        for regex, lower_regex, groups, triggers in self._plans:
-            if triggers:
-                if present is None:
-                    lower = text.lower()
-                    present = {t for t in self._triggers if t in lower}
-                if not (triggers & present):
-                    continue
-            if lower_regex is not None:
-                if lower is None:
-                    lower = text.lower()
-                target, pattern = (lower, lower_regex) if len(lower) == len(text) else (text, regex)
+        # The rules that may match are chosen once, by the text as given (a replacement only
+        # removes words and triggers), then run in their order.
+        words = _words_of(text) if self._keys else None
+        lower = text.lower() if self._by_trigger else None
+        chosen = set(self._always)
+        if words:
+            for key in self._keys.intersection(words):
+                chosen.update(self._by_key[key])
+        if lower is not None:
+            for trigger in self._triggers:
+                if trigger in lower:
+                    chosen.update(self._by_trigger[trigger])
+        allowed: list[tuple[int, int]] | None = None
+        for index in sorted(chosen):
+            regex, lower_regex, groups, finder, keep = self._plans[index]
+            if finder is not None:
+                if words is None:
+                    words = _words_of(text)
+                found = finder(text, words)
             else:
-                target, pattern = text, regex
-            # A secret already replaced is not counted again (redacting twice changes nothing).
-            spans = [span for span in self._spans(pattern, groups, target) if text[span[0] : span[1]] != self.marker]
-            if spans:
-                text = self._replace(text, spans)
-                total += len(spans)
-                lower = None  # the text changed: lowercase it again when needed
+                if lower_regex is not None:
+                    if lower is None:
+                        lower = text.lower()
+                    target, pattern = (lower, lower_regex) if len(lower) == len(text) else (text, regex)
+                else:
+                    target, pattern = text, regex
+                found = self._spans(pattern, groups, target)
+            if found:
+                # A secret already replaced is not counted again (redacting twice changes nothing).
+                spans = [span for span in found if span[1] > span[0] and text[span[0] : span[1]] != self.marker]
+                if self.allow and spans:
+                    if allowed is None:
+                        allowed = [match.span() for regex in self.allow for match in regex.finditer(text)]
+                    spans = [(a, b) for a, b in spans if not any(x <= a and b <= y for x, y in allowed)]
+                if keep is not None:
+                    spans = [
+                        (first, last) for first, last in spans
+                        if not keep(text, first, last)
+                    ]
+                if spans:
+                    text = self._replace(text, spans)
+                    total += len(spans)
+                    lower = words = allowed = None  # the text changed: look at it again when needed
         return text, total
 
     @staticmethod
     def _spans(pattern: re.Pattern[str], groups: tuple[str, ...], target: str) -> list[tuple[int, int]]:
         """What to replace: each match's secret groups (the outermost, in order), or the match."""
         spans: list[tuple[int, int]] = []
+        if pattern.search(target) is None:
+            return spans
         for match in pattern.finditer(target):
             if not groups:
                 if match.end() > match.start():

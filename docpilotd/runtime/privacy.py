@@ -60,17 +60,17 @@ class Privacy:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._key: tuple[tuple[str, ...], bool] | None = None
+        self._key: tuple[tuple[str, ...], bool, tuple[str, ...]] | None = None
         self._base = Redactor(())
         self._extra: list[Rule] = []
         self._current: Redactor | None = None
 
     @property
     def redactor(self) -> Redactor:
-        key = (tuple(self.config.redact_patterns), self.config.redact_defaults)
+        key = (tuple(self.config.redact_patterns), self.config.redact_defaults, tuple(self.config.redact_allow))
         if key != self._key:
             # The config was validated when it was loaded (config.load compiles every pattern).
-            self._base = Redactor.from_patterns(key[0], key[1])
+            self._base = Redactor.from_patterns(key[0], key[1], key[2])
             self._key = key
             self._current = None
         if self._current is None:
