@@ -22,8 +22,13 @@ def every_file(root: Path) -> dict[str, bytes]:
     """Every regular file under `root` (journal, snapshots, backups, quarantine, spool...)."""
     found: dict[str, bytes] = {}
     for path in sorted(root.rglob("*")):
-        if stat.S_ISREG(path.lstat().st_mode):
-            found[str(path.relative_to(root))] = path.read_bytes()
+        # The daemon may remove a file between the listing and the read (a spool file it has
+        # finished with): a file that is gone holds nothing any more.
+        try:
+            if stat.S_ISREG(path.lstat().st_mode):
+                found[str(path.relative_to(root))] = path.read_bytes()
+        except FileNotFoundError:
+            continue
     return found
 
 
