@@ -48,8 +48,9 @@ def _repaired(d: Daemon, sid: str, damaged: bytes | None) -> dict[str, Any] | No
 
 def _settle() -> None:
     """Let the watcher's debounced look at the daemon's own last write pass (DEBOUNCE_S is 0.2 s),
-    so that nothing but the rescan can notice what a test does next."""
-    time.sleep(0.6)
+    so that nothing but the rescan can notice what a test does next. Generous: on a loaded machine
+    that look came after 0.6 s, saw the test's damage and repaired it."""
+    time.sleep(1.5)
 
 
 def _quarantined(d: Daemon) -> dict[str, bytes]:
