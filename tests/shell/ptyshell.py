@@ -66,10 +66,7 @@ def run_shell(
             can_write = pending and len(output) >= 0
             r, w, _ = select.select([master], [master] if can_write else [], [], 0.05)
             if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
+                chunk = _read(master)
                 if not chunk:
                     break
                 output += chunk
@@ -90,13 +87,7 @@ def run_shell(
         proc.wait(timeout=30)
         # The shell may have written its last output between the select and its exit: read what
         # the terminal still holds (without this, a fast shell's whole output was sometimes lost).
-        while select.select([master], [], [], 0.1)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
+        while select.select([master], [], [], 0.1)[0] and (chunk := _read(master)):
             output += chunk
     finally:
         if proc.poll() is None:
@@ -104,3 +95,11 @@ def run_shell(
             proc.wait()
         os.close(master)
     return output.decode("utf-8", errors="replace"), time.monotonic() - started
+
+
+def _read(master: int) -> bytes:
+    """What the terminal holds; b"" once the shell's side is closed (EIO on Linux)."""
+    try:
+        return os.read(master, 65536)
+    except OSError:
+        return b""
