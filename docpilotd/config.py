@@ -232,12 +232,12 @@ def _convert(raw: dict[str, Any], where: str, strict: bool = False) -> Config:
 
 def _check_patterns(config: Config, where: str) -> None:
     """Every redact pattern compiles (a daemon must never meet a bad one while recording)."""
-    from .domain.redaction import PatternError, compile_rule
+    from .domain.redaction import PatternError, user_rule
 
     for key in ("redact_patterns", "redact_allow"):
         for index, pattern in enumerate(getattr(config, key)):
             try:
-                compile_rule(f"pattern {index}", pattern, index)
+                user_rule(f"pattern {index}", pattern, index)
             except PatternError as exc:
                 raise ConfigError(f"{where}: key '{key}[{index}]': not a valid regular expression: {exc.reason}") from None
 

@@ -21,7 +21,9 @@ its spans itself. The defaults know:
 
 The config file adds regexes of the same kind (`redact_patterns`), and `docpilot redact` adds one for
 the rest of the daemon's run; `allow` patterns name text that is never replaced (a secret found
-inside one of their matches is kept: a user's false positives).
+inside one of their matches is kept: a user's false positives). The user's patterns are compiled by
+RE2 (linear_regex.LinearPattern): no pattern can make redaction slow, and one that needs what RE2
+lacks (lookarounds, backreferences) is refused with a `PatternError` that says so.
 
 Pure: no files, clocks or sockets. Invariants: a redactor never raises on any text (its regexes
 compile once, here, and a `PatternError` names the bad one); `session()` and `change()` touch only
@@ -34,16 +36,17 @@ changes nothing and counts nothing. Never damage a command: only a secret's own 
 and a value that is a variable reference (`$X`, `${X}`, `%X%`), a command substitution (`$(...)`,
 backticks), a template placeholder (`{{ x }}`, `${{ x }}`, `%(x)s`, `<x>`), a URL without
 credentials, a literal (`null`, `true`, a small number), code (`os.getenv(...)`, `settings.API_KEY`)
-or an obvious placeholder is not a secret. Cost: every built-in regex runs in linear time on any
-input (bounded or possessive repetitions, literal first) and only on text holding one of its
-triggers (lowercase substrings) or word keys (the first four characters of a word, looked up in a
-set, so hundreds of token shapes cost one set intersection); the shell reader reads each command
-once. An ordinary command costs some 10-30 microseconds, a megabyte on one line some 50-70 ms.
+or an obvious placeholder is not a secret. Cost: one RE2 pass over the text (`linear_regex.Gate`)
+tells which rules may match it (each rule's gate is its own regex widened to what RE2 reads, so a
+gate never hides a match); only those run, each built-in regex in linear time on any input
+(bounded or possessive repetitions, literal first), and the shell reader reads each command once.
+An ordinary command costs some 2-10 microseconds, a megabyte on one line some 2-10 ms.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +56,7 @@ from typing import TypeVar
 import msgspec
 
 from . import changes
+from .linear_regex import Gate, LinearPattern, LinearPatternError, shadow
 from .model import Annotation, CommandEntry, ErrorState, Session, SessionEvent, SessionMetadata
 
 MARKER = "[REDACTED]"
@@ -140,14 +144,11 @@ def _not_random(text: str, first: int, last: int) -> bool:
 # Every assignment syntax: = := ::= ?= += .= != => and : (YAML, JSON, Ruby, properties), after an
 # optional closing quote or bracket (ENV["X_TOKEN"] =, $cfg['password'] =) or a Go type (var x string =).
 _ASSIGN = r"""["'\]]{0,3}+(?:[ \t]++string)?[ \t]*+(?:[:?+.!]?=(?![=~])|::=|=>|:(?![:=/]))[ \t]*+"""
-_NAME_TRIGGERS = ("pass", "secret", "token", "key", "credential", "pwd")
 # Names that may, or may not, hold a secret: their values are taken only when random enough.
 _WEAK_KEYWORD = (
     r"(?<![a-z0-9])(?:auth|key|sig|signature|signing[_\-]?key|hmac|salt|seed|creds?|pw|pin|otp|session|cookie"
     r"|license|webhook|encryption[_\-]?key|master[_\-]?key|jwt)(?![a-z0-9])"
 )
-_WEAK_TRIGGERS = ("auth", "key", "sig", "hmac", "salt", "seed", "cred", "pw", "pin", "otp", "session", "cookie",
-                  "license", "webhook", "jwt")
 _DB_CLIENTS = r"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlsh|mariadb(?:-[a-z]+)?)"
 # Not a reference: what follows an option that takes a secret glued or quoted.
 _NOT_REF = r"(?![$`])"
@@ -253,73 +254,73 @@ _TOKEN_SHAPES: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("harness_token", ("pat.", "sat."), r"[\w\-]{22}\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{20}", _WORD_END),
 )
 
-# (name, triggers, lowercase, regex). A rule runs only on text that contains one of its triggers
-# (lowercase substrings: a cheap test that spares the regexes on most commands). A `lowercase` rule
-# is written for, and run on, the lowercased text (case-insensitive at the speed of a literal
-# search); its spans are then replaced in the original text. Every regex runs in linear time on
-# any input (bounded or possessive repetitions, literal first). Order matters where rules overlap:
+# (name, lowercase, regex). A rule runs only on text its gate matches (see linear_regex: RE2 reads
+# the text once for all rules). A `lowercase` rule is written for, and run on, the lowercased text
+# (case-insensitive at the speed of a literal search); its spans are then replaced in the original
+# text. Every regex runs in linear time on any input (bounded or possessive repetitions, literal
+# first). Order matters where rules overlap:
 # the more specific ones come first (a token's shape before the name it is assigned to, so that
 # `FLY_API_TOKEN: FlyV1 fm2_...` loses the whole token, not its first word).
-DEFAULT_RULES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
+DEFAULT_RULES: tuple[tuple[str, bool, str], ...] = (
     # -----BEGIN OPENSSH PRIVATE KEY----- ... -----END ...----- (also a block cut off by the end).
-    ("private_key_block", ("private key",), False,
+    ("private_key_block", False,
      r"-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----(?P<secret>(?:(?!-----END )[\s\S])*+)"),
     # scheme://user:password@host (the password; an empty user too: redis://:pw@host).
-    ("url_credentials", ("://",), False,
+    ("url_credentials", False,
      r"://[^\s/?#@:'\"]{0,256}:(?![$`]|\[REDACTED\]@)(?P<secret>[^\s/?#@'\"]{1,1024})@"),
     # (Here the provider shapes of _TOKEN_SHAPES run, see _DEFAULTS.) Shapes that do not start with
     # a literal, or keep some context.
-    ("azure_client_secret", ("q~",), False, r"(?<![\w~.\-])[\w~.]{3}\dQ~[\w~.\-]{31,34}+(?![\w~.\-])"),
-    ("azure_storage_key", ("accountkey=", "sharedaccesskey="), False,
+    ("azure_client_secret", False, r"(?<![\w~.\-])[\w~.]{3}\dQ~[\w~.\-]{31,34}+(?![\w~.\-])"),
+    ("azure_storage_key", False,
      r"(?:AccountKey|SharedAccessKey)=(?P<secret>[A-Za-z0-9+/]{20,}+={0,2}+)"),
-    ("mailchimp_key", ("-us",), False, r"(?<![\w])[0-9a-f]{32}-us\d{1,2}+(?![\w])"),
-    ("telegram_bot_token", (":aa",), False, r"(?<![\w])\d{8,10}+:AA[\w\-]{33}(?![\w\-])"),
-    ("terraform_token", (".atlasv1.",), False, r"(?<![\w])[a-z0-9]{14}\.atlasv1\.[\w\-=]{60,70}+"),
-    ("slack_webhook", ("hooks.slack.com",), False, r"hooks\.slack\.com/services/(?P<secret>[A-Za-z0-9/_\-]++)"),
-    ("discord_webhook", ("/api/webhooks/",), False,
+    ("mailchimp_key", False, r"(?<![\w])[0-9a-f]{32}-us\d{1,2}+(?![\w])"),
+    ("telegram_bot_token", False, r"(?<![\w])\d{8,10}+:AA[\w\-]{33}(?![\w\-])"),
+    ("terraform_token", False, r"(?<![\w])[a-z0-9]{14}\.atlasv1\.[\w\-=]{60,70}+"),
+    ("slack_webhook", False, r"hooks\.slack\.com/services/(?P<secret>[A-Za-z0-9/_\-]++)"),
+    ("discord_webhook", False,
      r"discord(?:app)?\.com/api/webhooks/\d{5,30}+/(?P<secret>[\w\-]{20,100}+)"),
     # Authorization: Bearer xyz / Proxy-Authorization: Basic xyz (header lines, curl -H, JSON).
-    ("authorization_header", ("authorization",), True,
+    ("authorization_header", True,
      r"authorization[\"']?[ \t]*+:[ \t]*+[\"']?"
      r"(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)[ \t]++)?+(?![$`]|\{\{)"
      r"(?P<secret>[^\r\n'\"\\]++)"),
-    ("secret_header", ("api-key", "token", "cookie"), True,
+    ("secret_header", True,
      r"(?:api-key|-auth-token|-access-token|private-token|-vault-token|-security-token|cookie)"
      r"[\"']?[ \t]*+:[ \t]*+[\"']?(?![$`]|\{\{)(?P<secret>[^\r\n'\"\\]++)"),
-    ("bearer_token", ("bearer",), True, r"bearer[ \t]++(?P<secret>[a-z0-9._~+/=\-]{16,})"),
+    ("bearer_token", True, r"bearer[ \t]++(?P<secret>[a-z0-9._~+/=\-]{16,})"),
     # --password=x, --password x, --db-password 'x', --token=x, --api-key x, --client-secret x,
     # --account-key x (not --no-password, --password-file or a following option).
-    ("secret_option", ("--",), True,
+    ("secret_option", True,
      r"--(?<![\w-]--)(?!no-)(?>(?:[a-z0-9]++-)*?(?:passw(?:or)?d|pass|passphrase|token|secret|api-?key|"
      r"access-?key|secret-?key|account-?key|auth-?token|client-?secret))(?:=|[ \t]++)" + _VALUE),
     # mysql -psecret, mysqldump -u root -p'secret' (database clients take the password glued to -p).
-    ("db_client_password", ("mysql", "mariadb"), False,
+    ("db_client_password", False,
      rf"(?<![\w/-]){_DB_CLIENTS}\b{_args('mysql|mariadb')}-p(?:\"{_NOT_REF}(?P<secret_dq>[^\"\n]++)\""
      rf"|'(?P<secret_sq>[^'\n]++)'|{_NOT_REF}(?P<secret>[^\s;|&'\"]++))"),
-    ("sshpass", ("sshpass",), False, rf"sshpass\b{_args('sshpass')}-p[ \t]*+" + _VALUE),
-    ("redis_cli_password", ("redis-cli",), False, rf"redis-cli\b{_args('redis-cli')}-a[ \t]++" + _VALUE),
+    ("sshpass", False, rf"sshpass\b{_args('sshpass')}-p[ \t]*+" + _VALUE),
+    ("redis_cli_password", False, rf"redis-cli\b{_args('redis-cli')}-a[ \t]++" + _VALUE),
     # curl -u user:password, curl --user=user:password
-    ("curl_user", ("curl",), False,
+    ("curl_user", False,
      rf"curl(?<![\w/-]curl)\b{_args('curl')}(?:-u|--user|--proxy-user|-U)[ \t]*+=?[ \t]*+[\"']?[^\s:'\"]{{0,256}}:"
      r"(?![$`])(?P<secret>[^\s'\"]++)"),
     # <password>x</password>, <apiKey>x</apiKey> (XML elements); <add key="ClientSecret" value="x"/>.
-    ("secret_xml_element", ("pass", "secret", "token", "key", "credential"), True,
+    ("secret_xml_element", True,
      rf"<(?P<tag>[a-z0-9_.:\-]{{0,64}}?{_KEYWORD}{_NAME_REST})>{_NOT_SECRET_QUOTED}(?P<secret>[^<\n]{{1,4096}}+)</(?P=tag)>"),
-    ("secret_xml_key_value", ("pass", "secret", "token", "key", "credential"), True,
+    ("secret_xml_key_value", True,
      rf"key=\"[a-z0-9_.:\-]{{0,64}}?{_KEYWORD}{_NAME_REST}\"[ \t]++value=\"{_NOT_SECRET_QUOTED}(?P<secret>[^\"\n]++)\""),
     # System.setProperty("X_TOKEN", "x"), os.Setenv("API_KEY", "x"), putenv("PASSWORD", "x").
-    ("secret_setter", ("set", "put"), True,
+    ("secret_setter", True,
      rf"(?:setproperty|setenv|putenv|put|set)\([ \t]*+[\"'][a-z0-9_.\-]{{0,64}}?{_KEYWORD}{_NAME_REST}[\"'][ \t]*+,"
      r"[ \t]*+" + _VALUE),
     # export SECRET=x, PGPASSWORD=x psql, -e DB_PASSWORD=x, password = "x" (config files),
     # "api_key": "x" (JSON), token: x (YAML), x := "s" (Go), $x .= "s" (PHP), "x" => "s", X ?= s (make).
-    ("secret_assignment", _NAME_TRIGGERS, True, rf"{_KEYWORD}{_NAME_REST}{_ASSIGN}" + _VALUE),
+    ("secret_assignment", True, rf"{_KEYWORD}{_NAME_REST}{_ASSIGN}" + _VALUE),
     # fish: set -gx GITHUB_TOKEN x; csh: setenv API_KEY x
-    ("secret_set", ("set",), True,
+    ("secret_set", True,
      rf"\b(?:set(?:[ \t]++-[a-z]++){{0,4}}+|setenv)[ \t]++[a-z0-9_.\-]{{0,64}}?{_KEYWORD}[a-z0-9_.\-]{{0,64}}+[ \t]++" + _VALUE),
     # The fallback: a name that only may be a secret's (AUTH, signing_key, hmac, salt, session) and a
     # value random enough to be one (see _not_random).
-    ("secret_by_entropy", _WEAK_TRIGGERS, True, rf"{_WEAK_KEYWORD}{_NAME_REST}{_ASSIGN}" + _VALUE),
+    ("secret_by_entropy", True, rf"{_WEAK_KEYWORD}{_NAME_REST}{_ASSIGN}" + _VALUE),
 )
 
 
@@ -379,9 +380,9 @@ _TOOLS: dict[str, tuple[_Tool, ...]] = {
     "gh": (_Tool({"-b": "", "--body": ""}, ("secret",)),),
     "htpasswd": (),  # its own rule: -b takes the password as the last positional word
 }
-_TOOL_WORDS = tuple(sorted({re.split(r"[^A-Za-z0-9_]", name)[0][:4] for name in _TOOLS}))
-# A tool's name as a command: not inside a longer word (a path before it is fine), a blank after it.
-_TOOL_NAMES = tuple((name, re.split(r"[^A-Za-z0-9_]", name)[0][:4]) for name in _TOOLS)
+_TOOL_NAMES = tuple(_TOOLS)
+# The tool rule's gates, one per tool (in _TOOL_NAMES' order): its name followed by a blank.
+_TOOL_GATES = tuple(re.escape(name) + "[ \t]" for name in _TOOL_NAMES)
 # What a command of the tool must contain to carry a secret at all (a subcommand, an option): a
 # substring test that spares reading the commands that cannot (`docker run ...`).
 _TOOL_NEEDS = {
@@ -392,6 +393,12 @@ _TOOL_NEEDS = {
     })
     for name, tools in _TOOLS.items()
 }
+# The subcommands a tool's secret comes with, when every way it takes one has a subcommand.
+_SUBCOMMANDS = {
+    name: frozenset(word for tool in tools for word in tool.subcommand)
+    for name, tools in _TOOLS.items() if tools and all(tool.subcommand for tool in tools)
+}
+_FIRST_WORD = re.compile(r"""[ \t]*+([^\s;&|()<>'"`$\\]++)""")
 # What may come before a command's name: the start of a line, an operator, a quote (bash -c "..."),
 # and words that run the next one (sudo docker ..., env X=1 docker ..., X=1 docker ...).
 _BEFORE_COMMAND = frozenset("\n\r;&|(){}`'\"!")
@@ -433,6 +440,12 @@ _SHELL_WORD = re.compile(
     r"""|\$|`[^`\n]*+`?)++)"""
 )
 _QUOTING = re.compile(r"""['"\\]""")
+# Where a command without quoting ends (an operator, a parenthesis, a redirection, a newline), or
+# what makes it need the careful reading (a quote, an escape, `$`, a backtick).
+_PLAIN_END = re.compile(  # one class (a fast scan): the characters above, and whitespace but blanks
+    r"""[;&|()<>'"\\$`\n\r\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"""
+)
+_NOT_PLAIN = frozenset("'\"\\$`")
 _Word = tuple[str, int, "list[int] | None"]  # (the word without its quotes, where it starts, where each character is)
 
 
@@ -442,6 +455,18 @@ def _words(text: str, position: int) -> tuple[list[_Word], int]:
     one is read character by character. `$` and backticks are kept (a word holding them is a
     reference, never taken for a secret)."""
     words: list[_Word] = []
+    # Most commands have no quote, escape or substitution before their end: split those at blanks.
+    stop = _PLAIN_END.search(text, position)
+    end = len(text) if stop is None else stop.start()
+    if stop is None or text[end] not in _NOT_PLAIN:
+        at = position
+        for word in text[position:end].replace("\t", " ").split(" "):
+            if not word:
+                continue
+            at = text.find(word, at)
+            words.append((word, at, None))
+            at += len(word)
+        return words, end
     while True:
         match = _SHELL_WORD.match(text, position)
         if match is None:
@@ -511,14 +536,15 @@ def _span(word: _Word, first: int, last: int | None = None) -> list[tuple[int, i
     return spans
 
 
-def _tool_spans(text: str, words: set[str]) -> list[tuple[int, int]]:
-    """The secrets that common tools take on their command line (see `_TOOLS`); `words` holds the
-    keys of the text's words (`_words_of`). Only a tool that starts a command counts, and each
-    command is read once, so this is linear in the text."""
+def _tool_spans(text: str, named: frozenset[int]) -> list[tuple[int, int]]:
+    """The secrets that common tools take on their command line (see `_TOOLS`); `named` holds the
+    positions in _TOOL_NAMES of the tools whose gate matched. Only a tool that starts a command
+    counts, and each command is read once, so this is linear in the text."""
     starts: list[tuple[int, int, str]] = []
-    for name, word in _TOOL_NAMES:
+    for position in named:
+        name = _TOOL_NAMES[position]
         # A command of the tool can carry a secret only with one of its subcommands or options.
-        if word in words and name in text and any(needed in text for needed in _TOOL_NEEDS[name]):
+        if any(needed in text for needed in _TOOL_NEEDS[name]):
             for match in _TOOL_START[name].finditer(text):
                 if _is_command(text, match.start()):
                     starts.append((match.start(), match.end(), name))
@@ -527,6 +553,11 @@ def _tool_spans(text: str, words: set[str]) -> list[tuple[int, int]]:
     for first, last, name in sorted(starts):
         if first < position:
             continue
+        subcommands = _SUBCOMMANDS.get(name)
+        if subcommands:
+            word = _FIRST_WORD.match(text, last)
+            if word is not None and word.group(1)[0] != "-" and word.group(1) not in subcommands:
+                continue  # `docker push ...`: no subcommand of the tool that takes a secret
         command, position = _words(text, last)
         if name == "htpasswd":
             spans.extend(_htpasswd(command))
@@ -551,6 +582,8 @@ def _htpasswd(words: list[_Word]) -> list[tuple[int, int]]:
 
 
 def _tool_secrets(tool: _Tool, words: list[_Word]) -> list[tuple[int, int]]:
+    if tool.subcommand and not any(word[0] in tool.subcommand for word in words):
+        return []  # `docker push ...`: not the subcommand that takes a secret
     spans: list[tuple[int, int]] = []
     positional: list[_Word] = []
     i = 0
@@ -612,40 +645,59 @@ class PatternError(ValueError):
         self.reason = reason
 
 
+Pattern = re.Pattern[str] | LinearPattern
+
+
 @dataclass(frozen=True)
 class Rule:
     """One compiled pattern. `regex` matches the text itself; `lower_regex`, when set, is the same
     pattern for the lowercased text (used whenever lowercasing keeps the length)."""
 
     name: str
-    regex: re.Pattern[str]
-    triggers: tuple[str, ...] = ()  # lowercase substrings, one of which the text must contain; () = always
+    regex: Pattern
     lower_regex: re.Pattern[str] | None = None
-    # Instead of the regex's matches: a function of the text and its words (see `words`) that
-    # returns the spans to replace, in order.
-    finder: Callable[[str, set[str]], list[tuple[int, int]]] | None = None
-    # Like `triggers`, but case-sensitive and looked up in a set: the first four characters of a
-    # word of the text (runs of ASCII letters, digits and `_`), or the whole word when shorter; the
-    # text must have one of them. Hundreds of token shapes cost one set intersection this way.
-    words: tuple[str, ...] = ()
+    # Instead of the regex's matches: a function of the text and of which of `gates` matched it
+    # (their positions) that returns the spans to replace, in order.
+    finder: Callable[[str, frozenset[int]], list[tuple[int, int]]] | None = None
+    # RE2 patterns, one of which must match somewhere in the text for the rule to run; () = the
+    # regex's own shadow (see linear_regex.shadow).
+    gates: tuple[str, ...] = ()
     # keep(text, first, last): true when the span found is to be left alone after all (an attribute
     # in code, a value that is not random enough for a name that only may be a secret's).
     keep: Callable[[str, int, int], bool] | None = None
 
     @property
-    def secret_groups(self) -> tuple[str, ...]:
-        return tuple(g for g in self.regex.groupindex if g.startswith("secret"))
+    def secret_groups(self) -> tuple[int, ...]:
+        """The numbers of the groups named `secret...`, in the order they were written."""
+        return tuple(number for name, number in self.regex.groupindex.items() if name.startswith("secret"))
+
+    def gate_patterns(self) -> tuple[str | None, ...]:
+        """What the gate matches for this rule (None: the rule always runs)."""
+        if self.gates:
+            return self.gates
+        if isinstance(self.regex, LinearPattern):
+            return (self.regex.pattern,)
+        return (shadow(self.regex.pattern, self.regex.flags),)
 
 
-def compile_rule(
-    name: str, pattern: str, index: int = 0, triggers: tuple[str, ...] = (), lowercase: bool = False
-) -> Rule:
+def compile_rule(name: str, pattern: str, index: int = 0, lowercase: bool = False) -> Rule:
+    """A built-in rule, compiled by Python's `re` (its lookarounds and possessive repeats are what
+    keep the built-ins precise; each is written to run in linear time)."""
     try:
         if lowercase:
-            return Rule(name, re.compile(pattern, re.IGNORECASE), triggers, re.compile(pattern))
-        return Rule(name, re.compile(pattern), triggers)
+            return Rule(name, re.compile(pattern, re.IGNORECASE), re.compile(pattern))
+        return Rule(name, re.compile(pattern))
     except (re.error, OverflowError, RecursionError, ValueError) as exc:
         raise PatternError(index, pattern, str(exc)) from None
+
+
+def user_rule(name: str, pattern: str, index: int = 0) -> Rule:
+    """A user's pattern (`redact_patterns`, `redact_allow`, `docpilot redact --regex`), compiled by
+    RE2 so that no pattern can make redaction slow; PatternError when RE2 refuses it."""
+    try:
+        return Rule(name, LinearPattern(pattern))
+    except LinearPatternError as exc:
+        raise PatternError(index, pattern, exc.reason) from None
 
 
 def literal_rule(text: str, name: str = "literal") -> Rule:
@@ -653,23 +705,8 @@ def literal_rule(text: str, name: str = "literal") -> Rule:
     return Rule(name, re.compile(re.escape(text)))
 
 
-def _word_key(literal: str) -> str | None:
-    """What a token starting with `literal` surely puts among the keys of a text (see `_words_of`):
-    the first four characters of the literal (`dop_` of `dop_v1_...`), or its whole first word when
-    the literal ends it sooner (`sk` of `sk-...`, `s` of `s.xxxx`); None when neither is known
-    (`SK` then hex digits: the key depends on the token)."""
-    word = re.match(r"[A-Za-z0-9_]*", literal).group(0)  # type: ignore[union-attr]
-    if len(word) >= 4:
-        return word[:4]
-    return word if len(word) < len(literal) else None
-
-
 def _shape_rule(name: str, literals: Sequence[str], body: str, end: str) -> Rule:
-    keys = [_word_key(literal) for literal in literals]
-    regex = re.compile(_shape(literals, body, end))
-    if None in keys:  # gated by lowercase substrings instead
-        return Rule(name, regex, tuple(sorted({literal.lower() for literal in literals})))
-    return Rule(name, regex, words=tuple(sorted({key for key in keys if key})))
+    return Rule(name, re.compile(_shape(literals, body, end)))
 
 
 # Rules whose spans pass one more test on the text as written (see Rule.keep).
@@ -683,65 +720,56 @@ def _default_rules() -> tuple[Rule, ...]:
     """DEFAULT_RULES compiled, with the token shapes after the URL credentials (a token in a URL's
     password is the URL's), and the shell-aware rule before the assignments."""
     rules: list[Rule] = []
-    for name, triggers, lowercase, pattern in DEFAULT_RULES:
+    for name, lowercase, pattern in DEFAULT_RULES:
         if name == "azure_client_secret":
             rules.extend(_shape_rule(*shape) for shape in _TOKEN_SHAPES)
         if name == "secret_xml_element":
-            rules.append(Rule("tool_options", re.compile(r"(?!)"), finder=_tool_spans, words=_TOOL_WORDS))
-        rule = compile_rule(name, pattern, 0, triggers, lowercase)
+            rules.append(Rule("tool_options", re.compile(r"(?!)"), finder=_tool_spans, gates=_TOOL_GATES))
+        rule = compile_rule(name, pattern, 0, lowercase)
         rules.append(dataclasses.replace(rule, keep=_KEEP[name]) if name in _KEEP else rule)
     return tuple(rules)
 
 
 _DEFAULTS = _default_rules()
-_WORD_KEYS = re.compile(r"\b\w{1,4}", re.ASCII)
-
-
-def _words_of(text: str) -> set[str]:
-    """The keys `Rule.words` are looked up in: the first four characters of each of the text's
-    words (runs of ASCII letters, digits and `_`), or the whole word when shorter."""
-    return set(_WORD_KEYS.findall(text))
 
 
 class Redactor:
     """Compiled rules applied in order; see the module docstring."""
 
-    def __init__(self, rules: Iterable[Rule], marker: str = MARKER, allow: Iterable[re.Pattern[str]] = ()) -> None:
+    def __init__(
+        self, rules: Iterable[Rule], marker: str = MARKER, allow: Iterable[Pattern] = (), gated: bool = True
+    ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.marker = marker
         # Text that is never replaced: a secret found inside a match of one of these is kept.
-        self.allow: tuple[re.Pattern[str], ...] = tuple(allow)
+        self.allow: tuple[Pattern, ...] = tuple(allow)
         self._plans = tuple(
             (rule.regex, rule.lower_regex, rule.secret_groups, rule.finder, rule.keep) for rule in self.rules
         )
-        self._triggers = tuple(sorted({t for rule in self.rules if not rule.words for t in rule.triggers}))
-        # Rules gated by words: which rules each word key lets run; the others always get a look.
-        by_key: dict[str, list[int]] = {}
+        # One gate for every rule: entry -> (its rule, its position among the rule's gates).
+        patterns: list[str | None] = []
+        self._owners: list[tuple[int, int]] = []
         for index, rule in enumerate(self.rules):
-            for key in rule.words:
-                by_key.setdefault(key, []).append(index)
-        self._by_key = {key: tuple(indexes) for key, indexes in by_key.items()}
-        self._keys = frozenset(by_key)
-        # ... and rules gated by triggers: which rules each trigger lets run; rules gated by neither
-        # always run.
-        by_trigger: dict[str, list[int]] = {}
-        for index, rule in enumerate(self.rules):
-            if not rule.words:
-                for trigger in rule.triggers:
-                    by_trigger.setdefault(trigger, []).append(index)
-        self._by_trigger = {trigger: tuple(indexes) for trigger, indexes in by_trigger.items()}
-        self._always = frozenset(index for index, rule in enumerate(self.rules) if not rule.words and not rule.triggers)
+            for position, pattern in enumerate(rule.gate_patterns()):
+                patterns.append(pattern)
+                self._owners.append((index, position))
+        # Without the gate every rule runs on every text (the same results, slower: for tests).
+        self.gated = gated
+        self._gate = _gate_of(tuple(patterns)) if gated else None
+        self._everything = {(index, position) for index, position in self._owners}
 
     @classmethod
-    def from_patterns(cls, patterns: Sequence[str] = (), defaults: bool = True, allow: Sequence[str] = ()) -> Redactor:
+    def from_patterns(
+        cls, patterns: Sequence[str] = (), defaults: bool = True, allow: Sequence[str] = (), gated: bool = True
+    ) -> Redactor:
         """The default rules (unless `defaults` is false) followed by `patterns`, and `allow`'s
         patterns (what is never replaced); PatternError if one does not compile."""
-        extra = [compile_rule(f"pattern {i}", p, i) for i, p in enumerate(patterns)]
-        kept = [compile_rule(f"allow {i}", p, i).regex for i, p in enumerate(allow)]
-        return cls([*(_DEFAULTS if defaults else ()), *extra], allow=kept)
+        extra = [user_rule(f"pattern {i}", p, i) for i, p in enumerate(patterns)]
+        kept = [user_rule(f"allow {i}", p, i).regex for i, p in enumerate(allow)]
+        return cls([*(_DEFAULTS if defaults else ()), *extra], allow=kept, gated=gated)
 
     def plus(self, rules: Iterable[Rule]) -> Redactor:
-        return Redactor([*self.rules, *rules], self.marker, self.allow)
+        return Redactor([*self.rules, *rules], self.marker, self.allow, self.gated)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -751,25 +779,19 @@ class Redactor:
     def count(self, text: str) -> tuple[str, int]:
         """The redacted text and how many secrets were replaced."""
         total = 0
-        # The rules that may match are chosen once, by the text as given (a replacement only
-        # removes words and triggers), then run in their order.
-        words = _words_of(text) if self._keys else None
-        lower = text.lower() if self._by_trigger else None
-        chosen = set(self._always)
-        if words:
-            for key in self._keys.intersection(words):
-                chosen.update(self._by_key[key])
-        if lower is not None:
-            for trigger in self._triggers:
-                if trigger in lower:
-                    chosen.update(self._by_trigger[trigger])
+        # The rules that may match are chosen once, by the text as given (a replacement only puts
+        # the marker where a secret was), then run in their order.
+        hits = self._gate.which(text) if self._gate is not None else None
+        owners = self._owners
+        chosen: dict[int, set[int]] = {}
+        for index, position in (self._everything if hits is None else (owners[entry] for entry in hits)):
+            chosen.setdefault(index, set()).add(position)
+        lower: str | None = None
         allowed: list[tuple[int, int]] | None = None
         for index in sorted(chosen):
             regex, lower_regex, groups, finder, keep = self._plans[index]
             if finder is not None:
-                if words is None:
-                    words = _words_of(text)
-                found = finder(text, words)
+                found = finder(text, frozenset(chosen[index]))
             else:
                 if lower_regex is not None:
                     if lower is None:
@@ -793,15 +815,13 @@ class Redactor:
                 if spans:
                     text = self._replace(text, spans)
                     total += len(spans)
-                    lower = words = allowed = None  # the text changed: look at it again when needed
+                    lower = allowed = None  # the text changed: look at it again when needed
         return text, total
 
     @staticmethod
-    def _spans(pattern: re.Pattern[str], groups: tuple[str, ...], target: str) -> list[tuple[int, int]]:
+    def _spans(pattern: Pattern, groups: tuple[int, ...], target: str) -> list[tuple[int, int]]:
         """What to replace: each match's secret groups (the outermost, in order), or the match."""
         spans: list[tuple[int, int]] = []
-        if pattern.search(target) is None:
-            return spans
         for match in pattern.finditer(target):
             if not groups:
                 if match.end() > match.start():
@@ -946,6 +966,13 @@ class Redactor:
             message, n = self.count(change.message)
             return (msgspec.structs.replace(change, message=message), n) if n else (change, 0)
         return change, 0  # Pause, Resume, Stop, DeleteAnnotation: no text
+
+
+@functools.lru_cache(maxsize=64)
+def _gate_of(patterns: tuple[str | None, ...]) -> Gate | None:
+    """The gate over these patterns (made once per set of rules: compiling one takes milliseconds);
+    None when there is no rule."""
+    return Gate(patterns) if patterns else None
 
 
 def json_escaped(text: str) -> str:

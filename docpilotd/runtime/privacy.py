@@ -34,7 +34,7 @@ from .. import results
 from ..config import Config
 from ..domain import changes
 from ..domain.model import Session
-from ..domain.redaction import PatternError, Redactor, Rule, compile_rule, literal_rule
+from ..domain.redaction import PatternError, Redactor, Rule, literal_rule, user_rule
 from ..errors import DocpilotError, InvalidTransition, UsageError
 from ..protocol import decode_spooled_record
 from ..storage import scrub
@@ -90,7 +90,7 @@ def request_rule(pattern: str, regex: bool) -> Rule:
     if not regex:
         return literal_rule(pattern, "redact")
     try:
-        rule = compile_rule("redact", pattern)
+        rule = user_rule("redact", pattern)
     except PatternError as exc:
         raise UsageError(f"not a valid regular expression: {exc.reason}") from None
     if rule.regex.fullmatch("") is not None:
