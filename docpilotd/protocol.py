@@ -195,6 +195,14 @@ class Redact(_SessionRequest, tag="redact"):
     regex: bool = False
 
 
+class RedactCheck(_Request, tag="redact_check"):
+    """What the redaction rules in force (plus `patterns`, tried for this text only) would replace
+    in `text`, and what an allow pattern would keep; nothing is stored or changed."""
+
+    text: Text
+    patterns: Annotated[list[ShortText], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
+
+
 class Search(_Request, tag="search"):
     """Commands (with their output) and annotations of every session, live or stopped, holding the
     words of `text` close together (the last may be the start of a word), newest first. `failed`:
@@ -220,7 +228,7 @@ class Purge(_Request, tag="purge"):
 
 Request = Union[
     Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations, EditAnnotation, DeleteAnnotation,
-    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, Purge, Search,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, RedactCheck, Purge, Search,
 ]
 
 OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]

@@ -359,6 +359,17 @@ class Written(TypedDict):
     bytes: int
 
 
+class Found(TypedDict):
+    rule: str  # the rule's name (github_token, tool_options, pattern 0, ...)
+    secret: str  # the text it matched
+
+
+class RedactChecked(TypedDict):
+    text: str  # the text as it would be stored
+    replaced: list[Found]  # in the order the rules ran
+    allowed: list[Found]  # found, but kept by a `redact_allow` pattern
+
+
 class Redacted(TypedDict):
     session: str
     replaced: int  # occurrences replaced in the session

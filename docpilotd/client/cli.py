@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import style
 
         style.configure(getattr(args, "color", "auto"))
-        if verb.local is not None:
+        if verb.local is not None and (verb.local_when is None or verb.local_when(args)):
             args.build_parser = build_parser  # `init` generates the completions from it (no import cycle)
             return verb.local(args)
         assert verb.request is not None

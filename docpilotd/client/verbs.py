@@ -69,8 +69,8 @@ class Verb(Generic[R]):
     as it arrives (client/streamed.py) and shows or writes it meanwhile. A verb the client answers
     alone (init, join, leave; run, which records through client/run.py) has `local` instead."""
 
-    __slots__ = ("aliases", "arguments", "confirm", "deliver", "help", "local", "name", "request", "session", "show",
-                 "stream", "target")
+    __slots__ = ("aliases", "arguments", "confirm", "deliver", "help", "local", "local_when", "name", "request",
+                 "session", "show", "stream", "target")
 
     def __init__(
         self,
@@ -85,6 +85,7 @@ class Verb(Generic[R]):
         target: Callable[[argparse.Namespace, R], str | None] | None = None,
         deliver: Callable[[argparse.Namespace, R, Places], int] | None = None,
         local: Callable[[argparse.Namespace], int] | None = None,
+        local_when: Callable[[argparse.Namespace], bool] | None = None,
         confirm: str | None = None,
         stream: Stream | None = None,
     ) -> None:
@@ -98,6 +99,9 @@ class Verb(Generic[R]):
         self.target = target
         self.deliver = deliver
         self.local = local
+        # When set, `local` answers only the invocations it accepts (`redact --check`); the
+        # others are requests as usual.
+        self.local_when = local_when
         self.stream = stream
         # A destructive verb (it takes --dry-run and --yes): the question asked on a terminal after
         # showing what a dry run found; None for the others.
@@ -357,8 +361,52 @@ def _show_templates(result: results.Templates) -> None:
 
 
 def _redact_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pattern", nargs="?", help="the secret; omit it (or give -) to type it or pipe it in")
+    p.add_argument("pattern", nargs="?", help="the secret; omit it (or give -) to type it or pipe it in; "
+                   "with --check, the text to check")
     p.add_argument("--regex", action="store_true", help="PATTERN is a regular expression")
+    p.add_argument("--check", action="store_true",
+                   help="show what the rules in force would replace in the text (or standard input); store nothing")
+    p.add_argument("--pattern", dest="try_patterns", action="append", default=[], metavar="REGEX",
+                   help="with --check: try this pattern too (repeatable), as it would be in redact_patterns")
+
+
+def _redact_fields(args: argparse.Namespace) -> Fields:
+    if args.try_patterns:
+        raise UsageError("--pattern tries a pattern with --check; to remove a secret by pattern, give it with --regex")
+    return {"pattern": _secret(args.pattern), "regex": args.regex}
+
+
+def _redact_check(args: argparse.Namespace) -> int:
+    """`redact --check`: the daemon's rules in force (and --pattern's) on the text; nothing stored."""
+    from .transport import Connection
+
+    if args.regex:
+        raise UsageError("--check takes the text to check; try a pattern with --pattern REGEX")
+    text = _check_text(args.pattern)
+    with Connection() as conn:
+        result = conn.request("redact_check", results.RedactChecked, text=text, patterns=args.try_patterns)
+    if args.json:
+        print_json(result)
+        return 0
+    print(result["text"])
+    replaced, allowed = result["replaced"], result["allowed"]
+    width = max((len(found["rule"]) for found in (*replaced, *allowed)), default=0)
+    summary = f"{len(replaced)} would be replaced" + (f", {len(allowed)} kept by redact_allow" if allowed else "")
+    print(summary, file=sys.stderr)
+    for found in replaced:
+        print(f"  replaced  {found['rule']:<{width}}  {visible(found['secret'])}", file=sys.stderr)
+    for found in allowed:
+        print(f"  allowed   {found['rule']:<{width}}  {visible(found['secret'])}", file=sys.stderr)
+    return 0
+
+
+def _check_text(given: str | None) -> str:
+    """The text `redact --check` looks at: the argument, else all of standard input."""
+    if given is not None and given != "-":
+        return given
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("redact --check needs the text: as an argument, or piped in (docpilot redact --check - < FILE)")
+    return sys.stdin.read()
 
 
 def _secret(given: str | None) -> str:
@@ -844,8 +892,8 @@ VERBS: tuple[Verb[Any], ...] = (
          request=ask("templates", results.Templates), show=_show_templates),
     Verb("redact", "remove a secret from everything stored of a session (the secret from stdin if not given)",
          session=LIVE, arguments=_redact_arguments,
-         request=ask("redact", results.Redacted, lambda args: {"pattern": _secret(args.pattern), "regex": args.regex}),
-         show=_show_redacted),
+         request=ask("redact", results.Redacted, _redact_fields),
+         show=_show_redacted, local=_redact_check, local_when=lambda args: bool(args.check)),
     Verb("purge", "delete a session everywhere: snapshot, backups, journal, quarantine, spool",
          arguments=_purge_arguments,
          request=ask("purge", results.Purged,

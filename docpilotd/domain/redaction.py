@@ -51,7 +51,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
@@ -648,6 +648,15 @@ class PatternError(ValueError):
 Pattern = re.Pattern[str] | LinearPattern
 
 
+class Finding(NamedTuple):
+    """A secret a rule found (see `Redactor.count`): the rule's name, the text it matched, and
+    whether it was replaced (False: an allow pattern kept it)."""
+
+    rule: str
+    secret: str
+    replaced: bool
+
+
 @dataclass(frozen=True)
 class Rule:
     """One compiled pattern. `regex` matches the text itself; `lower_regex`, when set, is the same
@@ -776,8 +785,9 @@ class Redactor:
 
     # -- text ---------------------------------------------------------------------------------------
 
-    def count(self, text: str) -> tuple[str, int]:
-        """The redacted text and how many secrets were replaced."""
+    def count(self, text: str, report: list[Finding] | None = None) -> tuple[str, int]:
+        """The redacted text and how many secrets were replaced; with `report`, each secret found
+        is appended to it, replaced or kept by an allow pattern (`docpilot redact --check`)."""
         total = 0
         # The rules that may match are chosen once, by the text as given (a replacement only puts
         # the marker where a secret was), then run in their order.
@@ -803,16 +813,19 @@ class Redactor:
             if found:
                 # A secret already replaced is not counted again (redacting twice changes nothing).
                 spans = [span for span in found if span[1] > span[0] and text[span[0] : span[1]] != self.marker]
+                if keep is not None:
+                    spans = [(first, last) for first, last in spans if not keep(text, first, last)]
                 if self.allow and spans:
                     if allowed is None:
                         allowed = [match.span() for regex in self.allow for match in regex.finditer(text)]
-                    spans = [(a, b) for a, b in spans if not any(x <= a and b <= y for x, y in allowed)]
-                if keep is not None:
-                    spans = [
-                        (first, last) for first, last in spans
-                        if not keep(text, first, last)
-                    ]
+                    inside = [(a, b) for a, b in spans if any(x <= a and b <= y for x, y in allowed)]
+                    if inside:
+                        spans = [span for span in spans if span not in inside]
+                        if report is not None:
+                            report.extend(Finding(self.rules[index].name, text[a:b], False) for a, b in inside)
                 if spans:
+                    if report is not None:
+                        report.extend(Finding(self.rules[index].name, text[a:b], True) for a, b in spans)
                     text = self._replace(text, spans)
                     total += len(spans)
                     lower = allowed = None  # the text changed: look at it again when needed

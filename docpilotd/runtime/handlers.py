@@ -552,6 +552,10 @@ async def redact(req: p.Redact, ctx: Context) -> results.Redacted:
     return result
 
 
+async def redact_check(req: p.RedactCheck, ctx: Context) -> results.RedactChecked:
+    return privacy.check(ctx.privacy, req.text, req.patterns)
+
+
 async def purge(req: p.Purge, ctx: Context) -> results.Purged:
     entry = ctx.engine.resolve(req.session)
     if req.dry_run:
@@ -600,7 +604,8 @@ HANDLERS: dict[type, Handler] = {
     p.Annotations: annotations_, p.EditAnnotation: edit_annotation, p.DeleteAnnotation: delete_annotation,
     p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
-    p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.Purge: purge, p.Search: search,
+    p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.RedactCheck: redact_check, p.Purge: purge,
+    p.Search: search,
 }
 
 

@@ -27,14 +27,14 @@ Both run their file work in the I/O pool; the loop only waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .. import results
 from ..config import Config
 from ..domain import changes
 from ..domain.model import Session
-from ..domain.redaction import PatternError, Redactor, Rule, literal_rule, user_rule
+from ..domain.redaction import Finding, PatternError, Redactor, Rule, literal_rule, user_rule
 from ..errors import DocpilotError, InvalidTransition, UsageError
 from ..protocol import decode_spooled_record
 from ..storage import scrub
@@ -96,6 +96,23 @@ def request_rule(pattern: str, regex: bool) -> Rule:
     if rule.regex.fullmatch("") is not None:
         raise UsageError("that pattern matches empty text; give one that matches the secret only")
     return rule
+
+
+def check(privacy: Privacy, text: str, patterns: Sequence[str]) -> results.RedactChecked:
+    """`docpilot redact --check`: the rules in force, plus `patterns` for this text only, on `text`;
+    UsageError when one of `patterns` is not a pattern RE2 compiles."""
+    try:
+        tried = [user_rule(f"--pattern {index}", pattern, index) for index, pattern in enumerate(patterns)]
+    except PatternError as exc:
+        raise UsageError(f"--pattern {exc.index}: not a valid regular expression: {exc.reason}") from None
+    redactor = privacy.redactor.plus(tried) if tried else privacy.redactor
+    findings: list[Finding] = []
+    redacted, _ = redactor.count(text, findings)
+    return {
+        "text": redacted,
+        "replaced": [{"rule": f.rule, "secret": f.secret} for f in findings if f.replaced],
+        "allowed": [{"rule": f.rule, "secret": f.secret} for f in findings if not f.replaced],
+    }
 
 
 async def _io(engine: Engine, fn: Callable[..., Any], *args: Any) -> Any:

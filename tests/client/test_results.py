@@ -140,7 +140,7 @@ EXPECTED: dict[str, Any] = {
     "cleanup": results.Cleanup, "stats": results.StorageStats,
     "export": results.SessionDocument | results.MarkdownExport, "import": results.SessionSummary,
     "generate": results.Generated | results.Written, "templates": results.Templates, "redact": results.Redacted, "purge": results.Purged,
-    "search": results.Search,
+    "search": results.Search, "redact_check": results.RedactChecked,
 }
 
 
@@ -186,6 +186,7 @@ def test_every_request_types_reply_from_a_real_daemon_decodes(daemon: Daemon, tm
     call("generate", "path", session=first, output=str(tmp_path / "older-client.md"))
     call("search", "hits", text="ls")
     call("search", "more", text="ls", limit=1, failed=False, since="2000-01-01T00:00:00Z", dir="/w", session=first)
+    call("redact_check", "replaced", "allowed", text="PGPASSWORD=hunter22 psql", patterns=["psql"])
     call("redact", session=first, pattern="why")
     call("restore", "restored_from", session=first, backup=daemon.call("backups", session=first)["backups"][-1]["name"])
     call("stop", session=first)
@@ -351,7 +352,9 @@ def test_the_verb_table() -> None:
     names = [name for verb in verbs.VERBS for name in (verb.name, *verb.aliases)]
     assert len(names) == len(set(names)), "a name or alias used twice"
     for verb in verbs.VERBS:
-        assert (verb.request is None) == (verb.local is not None), verb.name
+        # A verb is answered by the daemon or by the client, or by the client only for some of its
+        # invocations (`local_when`: redact --check).
+        assert (verb.request is None) == (verb.local is not None and verb.local_when is None), verb.name
         if verb.request is not None:
             assert (verb.show is None) != (verb.deliver is None), verb.name
             assert (verb.target is None) == (verb.deliver is None), verb.name
