@@ -94,10 +94,18 @@ _VALUE = (
 # A name that says "this is a secret" (PGPASSWORD, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, db_password,
 # apiToken): the match starts at the keyword (a literal, found fast) and takes the rest of the name
 # possessively.
+_STRONG_NAMES = (r"passw(?:or)?d", "passphrase", r"secret(?:[_\-]?key)?", "token", r"api[_\-]?key", r"access[_\-]?key",
+                 r"account[_\-]?key", r"private[_\-]?key", "credential")
 _KEYWORD = (
-    r"(?:(?:passw(?:or)?d|passphrase|secret(?:[_\-]?key)?|token|api[_\-]?key|access[_\-]?key|account[_\-]?key"
-    r"|private[_\-]?key|credential)s?"
+    rf"(?:(?:{'|'.join(_STRONG_NAMES)})s?"
     r"|(?<![a-z0-9])pass|mysql_pwd)(?![a-z0-9])"  # a whole part of the name: not TOKENIZERS, BYPASS
+)
+# The same keyword as alternatives that each start with a literal: a rule starting with one of them
+# is found by a fast literal search, where the alternation makes the regex engine try every
+# position (see Rule.parts).
+_KEYWORD_PARTS = (
+    *(rf"{name}s?(?![a-z0-9])" for name in _STRONG_NAMES),
+    r"pass(?<![a-z0-9]pass)(?![a-z0-9])", r"mysql_pwd(?![a-z0-9])",
 )
 # The rest of the name, which must not say it names something else than the secret itself
 # (PASSWORD_FILE=/path, token_url, password_hash, secret_name, token_type, max_length, access_key_id).
@@ -145,10 +153,19 @@ def _not_random(text: str, first: int, last: int) -> bool:
 # optional closing quote or bracket (ENV["X_TOKEN"] =, $cfg['password'] =) or a Go type (var x string =).
 _ASSIGN = r"""["'\]]{0,3}+(?:[ \t]++string)?[ \t]*+(?:[:?+.!]?=(?![=~])|::=|=>|:(?![:=/]))[ \t]*+"""
 # Names that may, or may not, hold a secret: their values are taken only when random enough.
-_WEAK_KEYWORD = (
-    r"(?<![a-z0-9])(?:auth|key|sig|signature|signing[_\-]?key|hmac|salt|seed|creds?|pw|pin|otp|session|cookie"
-    r"|license|webhook|encryption[_\-]?key|master[_\-]?key|jwt)(?![a-z0-9])"
-)
+_WEAK_NAMES = ("auth", "key", "sig", "signature", r"signing[_\-]?key", "hmac", "salt", "seed", "creds?", "pw", "pin",
+               "otp", "session", "cookie", "license", "webhook", r"encryption[_\-]?key", r"master[_\-]?key", "jwt")
+_WEAK_KEYWORD = rf"(?<![a-z0-9])(?:{'|'.join(_WEAK_NAMES)})(?![a-z0-9])"
+
+
+def _literal_first(name: str) -> str:
+    """A weak name as a part of _WEAK_KEYWORD that starts with its literal letters (the check that
+    no letter or digit comes before them follows them: `cred(?<![a-z0-9]cred)s?`)."""
+    lead = re.match(r"[a-z]*", name).group(0)  # type: ignore[union-attr]
+    return rf"{lead}(?<![a-z0-9]{lead}){name[len(lead):]}(?![a-z0-9])"
+
+
+_WEAK_KEYWORD_PARTS = tuple(_literal_first(name) for name in _WEAK_NAMES)
 _DB_CLIENTS = r"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlsh|mariadb(?:-[a-z]+)?)"
 # Not a reference: what follows an option that takes a secret glued or quoted.
 _NOT_REF = r"(?![$`])"
@@ -385,12 +402,16 @@ _TOOL_NAMES = tuple(_TOOLS)
 _TOOL_GATES = tuple(re.escape(name) + "[ \t]" for name in _TOOL_NAMES)
 # What a command of the tool must contain to carry a secret at all (a subcommand, an option): a
 # substring test that spares reading the commands that cannot (`docker run ...`).
+def _needs(tool: _Tool) -> tuple[str, ...]:
+    """What one command of `tool` must contain to carry its secret: one of its options (glued or
+    with `=` too: they contain it), a word after which it comes, or for a positional secret the
+    subcommand (or nothing known: "")."""
+    found = (*tool.options, *tool.after_word, *(tool.subcommand if tool.positional >= 0 else ()))
+    return found or ("",)
+
+
 _TOOL_NEEDS = {
-    name: tuple({"-"} if name == "htpasswd" else {
-        needed
-        for tool in tools
-        for needed in (tool.subcommand or (*tool.options, *tool.after_word) or ("",))
-    })
+    name: tuple({"-"} if name == "htpasswd" else {needed for tool in tools for needed in _needs(tool)})
     for name, tools in _TOOLS.items()
 }
 # The subcommands a tool's secret comes with, when every way it takes one has a subcommand.
@@ -430,7 +451,17 @@ def _is_command(text: str, position: int) -> bool:
             return False
         position = start
     return False
-_TOOL_START = {name: re.compile(re.escape(name) + r"(?=[ \t])") for name in _TOOLS}
+# A tool's name followed by a blank, where the rest of its command (roughly: up to an operator or
+# a newline) holds one of what could carry its secret, or a quote, escape or `$` (then the careful
+# reading decides): most commands of a tool (`docker push`, `ssh-keygen -t ed25519`) are passed
+# over at the speed of the regex engine.
+_TOOL_START = {
+    name: re.compile(
+        re.escape(name) + r"(?=[ \t])(?=[^;&|()<>\n\r]*?(?:"
+        + "|".join(re.escape(needed) for needed in _TOOL_NEEDS[name]) + r"""|['"\\$`]))"""
+    )
+    for name in _TOOLS
+}
 
 
 # One word of a simple command as the shell reads it (quotes, escapes, $(...) and backticks keep it
@@ -545,13 +576,13 @@ def _tool_spans(text: str, named: frozenset[int]) -> list[tuple[int, int]]:
         name = _TOOL_NAMES[position]
         # A command of the tool can carry a secret only with one of its subcommands or options.
         if any(needed in text for needed in _TOOL_NEEDS[name]):
-            for match in _TOOL_START[name].finditer(text):
-                if _is_command(text, match.start()):
-                    starts.append((match.start(), match.end(), name))
+            starts.extend((match.start(), match.end(), name) for match in _TOOL_START[name].finditer(text))
     spans: list[tuple[int, int]] = []
     position = 0
     for first, last, name in sorted(starts):
         if first < position:
+            continue
+        if not _is_command(text, first):
             continue
         subcommands = _SUBCOMMANDS.get(name)
         if subcommands:
@@ -674,6 +705,10 @@ class Rule:
     # keep(text, first, last): true when the span found is to be left alone after all (an attribute
     # in code, a value that is not random enough for a name that only may be a secret's).
     keep: Callable[[str, int, int], bool] | None = None
+    # The regex split into alternatives that each start with a literal (found by a fast search, see
+    # _KEYWORD_PARTS): when set, these run instead of `regex`, each only when its own gate matched,
+    # and their spans are merged, the first and longest kept where two overlap.
+    parts: tuple[Rule, ...] = ()
 
     @property
     def secret_groups(self) -> tuple[int, ...]:
@@ -684,6 +719,8 @@ class Rule:
         """What the gate matches for this rule (None: the rule always runs)."""
         if self.gates:
             return self.gates
+        if self.parts:  # one per part: only the parts whose gate matched run
+            return tuple(pattern for part in self.parts for pattern in part.gate_patterns())
         if isinstance(self.regex, LinearPattern):
             return (self.regex.pattern,)
         return (shadow(self.regex.pattern, self.regex.flags),)
@@ -725,6 +762,13 @@ _KEEP: dict[str, Callable[[str, int, int], bool]] = {
 }
 
 
+# Rules run as their literal-first alternatives (see Rule.parts): the same regex, keyword by keyword.
+_PARTS: dict[str, tuple[str, ...]] = {
+    "secret_assignment": tuple(rf"{part}{_NAME_REST}{_ASSIGN}" + _VALUE for part in _KEYWORD_PARTS),
+    "secret_by_entropy": tuple(rf"{part}{_NAME_REST}{_ASSIGN}" + _VALUE for part in _WEAK_KEYWORD_PARTS),
+}
+
+
 def _default_rules() -> tuple[Rule, ...]:
     """DEFAULT_RULES compiled, with the token shapes after the URL credentials (a token in a URL's
     password is the URL's), and the shell-aware rule before the assignments."""
@@ -735,6 +779,8 @@ def _default_rules() -> tuple[Rule, ...]:
         if name == "secret_xml_element":
             rules.append(Rule("tool_options", re.compile(r"(?!)"), finder=_tool_spans, gates=_TOOL_GATES))
         rule = compile_rule(name, pattern, 0, lowercase)
+        if name in _PARTS:
+            rule = dataclasses.replace(rule, parts=tuple(compile_rule(name, part, 0, lowercase) for part in _PARTS[name]))
         rules.append(dataclasses.replace(rule, keep=_KEEP[name]) if name in _KEEP else rule)
     return tuple(rules)
 
@@ -753,7 +799,9 @@ class Redactor:
         # Text that is never replaced: a secret found inside a match of one of these is kept.
         self.allow: tuple[Pattern, ...] = tuple(allow)
         self._plans = tuple(
-            (rule.regex, rule.lower_regex, rule.secret_groups, rule.finder, rule.keep) for rule in self.rules
+            (rule.regex, rule.lower_regex, rule.secret_groups, rule.finder, rule.keep,
+             tuple((part.regex, part.lower_regex, part.secret_groups) for part in rule.parts))
+            for rule in self.rules
         )
         # One gate for every rule: entry -> (its rule, its position among the rule's gates).
         patterns: list[str | None] = []
@@ -799,17 +847,17 @@ class Redactor:
         lower: str | None = None
         allowed: list[tuple[int, int]] | None = None
         for index in sorted(chosen):
-            regex, lower_regex, groups, finder, keep = self._plans[index]
+            regex, lower_regex, groups, finder, keep, parts = self._plans[index]
             if finder is not None:
                 found = finder(text, frozenset(chosen[index]))
+            elif parts:
+                if lower is None:
+                    lower = text.lower()
+                found = _merged([self._spans(*self._target(text, lower, *parts[at])) for at in sorted(chosen[index])])
             else:
-                if lower_regex is not None:
-                    if lower is None:
-                        lower = text.lower()
-                    target, pattern = (lower, lower_regex) if len(lower) == len(text) else (text, regex)
-                else:
-                    target, pattern = text, regex
-                found = self._spans(pattern, groups, target)
+                if lower_regex is not None and lower is None:
+                    lower = text.lower()
+                found = self._spans(*self._target(text, lower, regex, lower_regex, groups))
             if found:
                 # A secret already replaced is not counted again (redacting twice changes nothing).
                 spans = [span for span in found if span[1] > span[0] and text[span[0] : span[1]] != self.marker]
@@ -830,6 +878,16 @@ class Redactor:
                     total += len(spans)
                     lower = allowed = None  # the text changed: look at it again when needed
         return text, total
+
+    @staticmethod
+    def _target(
+        text: str, lower: str | None, regex: Pattern, lower_regex: re.Pattern[str] | None, groups: tuple[int, ...]
+    ) -> tuple[Pattern, tuple[int, ...], str]:
+        """What a rule runs on: a lowercase rule's regex on the lowercased text (when lowercasing
+        keeps the length, so spans stay true), else the regex on the text."""
+        if lower_regex is not None and lower is not None and len(lower) == len(text):
+            return lower_regex, groups, lower
+        return regex, groups, text
 
     @staticmethod
     def _spans(pattern: Pattern, groups: tuple[int, ...], target: str) -> list[tuple[int, int]]:
@@ -979,6 +1037,16 @@ class Redactor:
             message, n = self.count(change.message)
             return (msgspec.structs.replace(change, message=message), n) if n else (change, 0)
         return change, 0  # Pause, Resume, Stop, DeleteAnnotation: no text
+
+
+def _merged(found: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """The spans of a rule's parts as one list in order: where two overlap (two keywords of one
+    name: token_password=x), the one starting first, and then the longer, is kept."""
+    spans: list[tuple[int, int]] = []
+    for first, last in sorted((span for part in found for span in part), key=lambda span: (span[0], -span[1])):
+        if not spans or first >= spans[-1][1]:
+            spans.append((first, last))
+    return spans
 
 
 @functools.lru_cache(maxsize=64)
