@@ -162,6 +162,8 @@ def _literal_first(name: str) -> str:
     """A weak name as a part of _WEAK_KEYWORD that starts with its literal letters (the check that
     no letter or digit comes before them follows them: `cred(?<![a-z0-9]cred)s?`)."""
     lead = re.match(r"[a-z]*", name).group(0)  # type: ignore[union-attr]
+    if name[len(lead) : len(lead) + 1] in ("?", "*", "+", "{"):
+        lead = lead[:-1]  # `creds?`: the quantifier is the last letter's
     return rf"{lead}(?<![a-z0-9]{lead}){name[len(lead):]}(?![a-z0-9])"
 
 
@@ -707,7 +709,7 @@ class Rule:
     keep: Callable[[str, int, int], bool] | None = None
     # The regex split into alternatives that each start with a literal (found by a fast search, see
     # _KEYWORD_PARTS): when set, these run instead of `regex`, each only when its own gate matched,
-    # and their spans are merged, the first and longest kept where two overlap.
+    # and their matches are taken as the whole regex's would be (see _leftmost).
     parts: tuple[Rule, ...] = ()
 
     @property
@@ -853,7 +855,7 @@ class Redactor:
             elif parts:
                 if lower is None:
                     lower = text.lower()
-                found = _merged([self._spans(*self._target(text, lower, *parts[at])) for at in sorted(chosen[index])])
+                found = _leftmost([self._target(text, lower, *parts[at]) for at in sorted(chosen[index])])
             else:
                 if lower_regex is not None and lower is None:
                     lower = text.lower()
@@ -1039,14 +1041,33 @@ class Redactor:
         return change, 0  # Pause, Resume, Stop, DeleteAnnotation: no text
 
 
-def _merged(found: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
-    """The spans of a rule's parts as one list in order: where two overlap (two keywords of one
-    name: token_password=x), the one starting first, and then the longer, is kept."""
+def _leftmost(parts: list[tuple[Pattern, tuple[int, ...], str]]) -> list[tuple[int, int]]:
+    """The secret spans of a rule's parts, matched as the one regex they were split from would
+    match: the leftmost match of any part (the first part on a tie, as an alternation tries its
+    branches in order), then the leftmost from where it ended, and so on."""
     spans: list[tuple[int, int]] = []
-    for first, last in sorted((span for part in found for span in part), key=lambda span: (span[0], -span[1])):
-        if not spans or first >= spans[-1][1]:
-            spans.append((first, last))
-    return spans
+    position = 0
+    upcoming = [pattern.search(target) for pattern, _, target in parts]
+    while True:
+        best = -1
+        for at, (pattern, _, target) in enumerate(parts):
+            match = upcoming[at]
+            if match is not None and match.start() < position:  # inside the last match taken: look again
+                match = upcoming[at] = pattern.search(target, position)  # type: ignore[call-arg]
+            if match is not None and (best < 0 or match.start() < upcoming[best].start()):  # type: ignore[union-attr]
+                best = at
+        if best < 0:
+            return spans
+        match = upcoming[best]
+        assert match is not None
+        groups = parts[best][1]
+        found = sorted(match.span(group) for group in groups if match.start(group) != -1) if groups else [match.span()]
+        end = -1
+        for first, last in found:
+            if first >= end and last > first:
+                spans.append((first, last))
+                end = last
+        position = max(match.end(), match.start() + 1)
 
 
 @functools.lru_cache(maxsize=64)
