@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import paths
+from .domain.retention import RetentionPolicy
 from .errors import ConfigError
 
 Durability = Literal["always", "batch", "off"]
@@ -29,6 +30,20 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
     idle_timeout: PositiveSeconds = 300.0
     read_timeout: PositiveSeconds = 10.0
+
+
+PolicyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# Where a session's chosen policy is kept: one of its metadata settings, so that it travels with the
+# session (snapshot, backups, export) in DocPilot's own format.
+POLICY_SETTING = "docpilotd.policy"
+DEFAULT_POLICY = "default"
+
+
+class NamedPolicy(RetentionPolicy, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A policy of `[policies.NAME]`: a retention policy, and the tags that choose it for a session
+    started without `--policy`."""
+
+    tags: tuple[Annotated[str, msgspec.Meta(max_length=256)], ...] = ()
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -43,7 +58,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     autosave_small_mb: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 16.0
     autosave_growth: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 0.25
     autosave_max_age: PositiveSeconds = 600.0
+    # The default retention policy's keep_last, as it was named before there were policies (the
+    # `[retention]` table's own keep_last wins when both are given).
     backups_kept: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    # Backup generations: the default policy, and named ones a session chooses (`docpilot start
+    # --policy NAME`, `docpilot policy NAME`) or gets by one of its tags (domain/retention.py).
+    retention: RetentionPolicy = msgspec.field(default_factory=RetentionPolicy)
+    policies: dict[PolicyName, NamedPolicy] = msgspec.field(default_factory=dict)
     durability: Durability = "always"
     batch_window_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     rescan_interval: PositiveSeconds = 60.0
@@ -66,6 +87,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     templates_dir: str | None = None
     slow_command_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400 * 365)] = 5.0
     limits: Limits = msgspec.field(default_factory=Limits)
+
+    def policy_for(self, tags: list[str] | tuple[str, ...], chosen: str | None) -> tuple[str, RetentionPolicy]:
+        """A session's policy: the one it chose (when the config still has it), else the first
+        `[policies.*]` table, in the file's order, naming one of its tags, else the default."""
+        if chosen is not None and chosen in self.policies:
+            return chosen, self.policies[chosen]
+        if chosen == DEFAULT_POLICY:
+            return DEFAULT_POLICY, self.retention
+        for name, policy in self.policies.items():
+            if policy.tags and any(tag in policy.tags for tag in tags):
+                return name, policy
+        return DEFAULT_POLICY, self.retention
 
     @property
     def home(self) -> Path:
@@ -222,12 +255,29 @@ def _parse_file(path: Path, text: bytes) -> dict[str, Any]:
 
 
 def _convert(raw: dict[str, Any], where: str, strict: bool = False) -> Config:
+    if "backups_kept" in raw:  # the old name of the default policy's keep_last
+        retention = raw.get("retention")
+        if isinstance(retention, dict) and "keep_last" not in retention:
+            raw = {**raw, "retention": {**retention, "keep_last": raw["backups_kept"]}}
+        elif retention is None:
+            raw = {**raw, "retention": {"keep_last": raw["backups_kept"]}}
     try:
         config = msgspec.convert(raw, Config, strict=strict)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {_describe(exc)}") from None
     _check_patterns(config, where)
+    _check_policies(config, where)
     return config
+
+
+def _check_policies(config: Config, where: str) -> None:
+    """Each policy keeps something; `default` is the name of the `[retention]` table's policy."""
+    config.retention.check(f"{where}: key 'retention'")
+    for name, policy in config.policies.items():
+        if name == DEFAULT_POLICY:
+            raise ConfigError(f"{where}: key 'policies.{name}': '{name}' is the [retention] table's policy; "
+                              "give this one another name")
+        policy.check(f"{where}: key 'policies.{name}'")
 
 
 def _check_patterns(config: Config, where: str) -> None:

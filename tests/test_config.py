@@ -40,10 +40,12 @@ def test_defaults_equal_the_documented_file(home: Path, monkeypatch: pytest.Monk
 
 def test_the_documented_file_names_every_key_and_variable() -> None:
     text = DOCUMENTED.read_text()
-    keys = [*config.Config.__struct_fields__, *config.Limits.__struct_fields__]
+    keys = [*config.Config.__struct_fields__, *config.Limits.__struct_fields__, *config.RetentionPolicy.__struct_fields__]
     for key in keys:
-        if key == "limits":
-            assert re.search(r"^\[limits\]$", text, re.M)
+        if key in ("limits", "retention"):
+            assert re.search(rf"^\[{key}\]$", text, re.M), f"[{key}] is not documented"
+        elif key == "policies":
+            assert re.search(r"^#   \[policies\.\w+\]$", text, re.M) and "tags = [" in text, "[policies.NAME] is not shown"
         else:
             assert re.search(rf"^(# )?{key} = ", text, re.M), f"{key} is not documented"
     for variable in config.ENVIRONMENT:
@@ -214,3 +216,48 @@ def test_a_user_config_never_leaks_into_an_isolated_home(
 
 def test_config_is_a_plain_value() -> None:
     assert msgspec.to_builtins(config.Config())["limits"]["max_connections"] == 1024
+
+
+# -- retention policies --------------------------------------------------------------------------
+
+
+def test_retention_defaults_and_the_old_name_of_keep_last(cfg_file: WriteConfig) -> None:
+    assert config.Config().retention == config.RetentionPolicy()
+    cfg_file("backups_kept = 3\n")
+    assert config.load().retention.keep_last == 3  # the older key still sets it
+    cfg_file("backups_kept = 3\n[retention]\nkeep_last = 9\nkeep_hourly = 0\n")
+    loaded = config.load().retention
+    assert (loaded.keep_last, loaded.keep_hourly, loaded.keep_daily) == (9, 0, 7)  # the table wins; the rest default
+
+
+def test_named_policies_and_how_a_session_gets_one(cfg_file: WriteConfig) -> None:
+    cfg_file(
+        "[retention]\nkeep_last = 4\n"
+        "[policies.important]\nkeep_last = 20\nkeep_monthly = 12\ntags = ['release', 'incident']\n"
+        "[policies.scratch]\nkeep_last = 1\nkeep_hourly = 0\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"
+        "tags = ['tmp', 'release']\n"
+    )
+    cfg = config.load()
+    assert list(cfg.policies) == ["important", "scratch"]
+    assert cfg.policy_for([], None) == ("default", cfg.retention)
+    assert cfg.policy_for(["incident"], None) == ("important", cfg.policies["important"])
+    assert cfg.policy_for(["release"], None)[0] == "important"  # the first table naming the tag
+    assert cfg.policy_for(["release"], "scratch")[0] == "scratch"  # chosen beats tags
+    assert cfg.policy_for(["release"], "default") == ("default", cfg.retention)
+    assert cfg.policy_for(["tmp"], "gone-since") == ("scratch", cfg.policies["scratch"])  # removed from the config
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("[retention]\nkeep_last = 0\nkeep_hourly = 0\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n",
+     "key 'retention': a policy that keeps nothing"),
+    ("[policies.x]\nschedule_seconds = 10\n", "key 'policies.x': schedule_seconds must be 0"),
+    ("[policies.default]\nkeep_last = 2\n", "'default' is the [retention] table's policy"),
+    ("[policies.'bad name']\nkeep_last = 2\n", "policies"),
+    ("[policies.x]\nkeep_last = -1\n", "keep_last"),
+    ("[policies.x]\nkeep_everything = true\n", "keep_everything"),
+])
+def test_a_bad_policy_is_one_error_naming_it(cfg_file: WriteConfig, text: str, says: str) -> None:
+    cfg_file(text)
+    with pytest.raises(ConfigError) as caught:
+        config.load()
+    assert says in str(caught.value)

@@ -49,8 +49,10 @@ def test_each_value_says_where_it_came_from(tmp_path: Path) -> None:
     assert settings["log_level"] == {"value": "debug", "source": "flag", "from": "--log-level"}
     assert settings["autosave_interval"] == {"value": 30.0, "source": "default", "from": None}
     assert settings["limits.max_line_bytes"]["source"] == "default"
-    fields = [*config.Config.__struct_fields__, *(f"limits.{k}" for k in config.Limits.__struct_fields__)]
-    assert sorted(settings) == sorted(k for k in fields if k != "limits"), "every key, a table's keys dotted"
+    fields = [*config.Config.__struct_fields__, *(f"limits.{k}" for k in config.Limits.__struct_fields__),
+              *(f"retention.{k}" for k in config.RetentionPolicy.__struct_fields__)]
+    assert sorted(settings) == sorted(k for k in fields if k not in ("limits", "retention")), \
+        "every key, a table's keys dotted"
 
     rc, out, _ = _run([*ADMIN, "config", "--home", str(tmp_path / "flagged")], env)
     assert rc == 0
