@@ -46,6 +46,9 @@ class Hello(_Request, tag="hello"):
     pass
 
 
+PolicyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
 class Start(_Request, tag="start"):
     description: Text
     output_file: ShortText | None = None
@@ -53,6 +56,15 @@ class Start(_Request, tag="start"):
     cwd: ShortText | None = None
     shell: ShortText | None = None
     user: ShortText | None = None
+    policy: PolicyName | None = None  # a backup policy of the config (`[policies.NAME]`, or "default")
+
+
+class Policy(_SessionRequest, tag="policy"):
+    """The session's backup policy: shown, or with `policy` chosen (a name of the config), or with
+    `clear` given back to its tags and the default."""
+
+    policy: PolicyName | None = None
+    clear: bool = False
 
 
 class Stop(_SessionRequest, tag="stop"):
@@ -228,7 +240,7 @@ class Purge(_Request, tag="purge"):
 
 Request = Union[
     Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations, EditAnnotation, DeleteAnnotation,
-    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, RedactCheck, Purge, Search,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, RedactCheck, Purge, Search, Policy,
 ]
 
 OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]

@@ -359,6 +359,23 @@ class Written(TypedDict):
     bytes: int
 
 
+class RetentionRules(TypedDict):
+    keep_last: int
+    keep_hourly: int
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
+    schedule_seconds: int  # 0: generations at checkpoints only
+
+
+class PolicyShown(TypedDict):
+    session: str
+    policy: str  # its name; "default" is the config's [retention] table
+    chosen: bool  # chosen for this session (start --policy, policy NAME), not by a tag or by default
+    rules: RetentionRules
+    available: list[str]  # the names the config offers, "default" first
+
+
 class Found(TypedDict):
     rule: str  # the rule's name (github_token, tool_options, pattern 0, ...)
     secret: str  # the text it matched

@@ -43,7 +43,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Notes", ("note", "explain", "warn", "milestone", "annotate", "annotations")),
     ("Commands", ("run", "record", "init", "join", "leave")),
     ("Documents", ("generate", "templates", "export", "import", "search")),
-    ("Keeping it safe", ("save", "backups", "restore", "recovery", "redact", "purge", "cleanup", "stats", "doctor")),
+    ("Keeping it safe", ("save", "backups", "restore", "policy", "recovery", "redact", "purge", "cleanup", "stats",
+                         "doctor")),
 )
 
 

@@ -121,11 +121,45 @@ def _start_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("description", nargs="+")
     p.add_argument("--output-file", "-o", help="where generated documentation goes (stored as an absolute path)")
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    p.add_argument("--policy", help="the backup policy (a [policies.NAME] of the config, or default); "
+                   "else the first policy naming one of its tags")
+
+
+def _policy_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("policy", nargs="?", help="the policy to use from now on (omit it to see the session's)")
+    p.add_argument("--clear", action="store_true", help="forget the chosen policy: its tags and the default decide")
+
+
+def _policy_fields(args: argparse.Namespace) -> Fields:
+    if args.clear and args.policy:
+        raise UsageError("give a policy or --clear, not both")
+    return {"policy": args.policy, "clear": args.clear}
+
+
+def _show_policy(result: results.PolicyShown) -> None:
+    rules = result["rules"]
+    how = "chosen" if result["chosen"] else "by its tags or the default"
+    every = rules["schedule_seconds"]
+    schedule = f"a generation at least every {_duration(every)} while it changes" if every else "generations at checkpoints only"
+    print(f"session {result['session']}: policy {result['policy']} ({how})")
+    print(f"  keeps the last {rules['keep_last']}, and one per hour for {rules['keep_hourly']} hours, per day for "
+          f"{rules['keep_daily']} days, per week for {rules['keep_weekly']} weeks, per month for "
+          f"{rules['keep_monthly']} months; {schedule}")
+    print(f"  policies in the config: {', '.join(result['available'])}")
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def _start_fields(args: argparse.Namespace) -> Fields:
     return {
         "description": " ".join(args.description), "output_file": _output_file(args.output_file), "tags": args.tag,
+        "policy": args.policy,
         "cwd": os.getcwd(), "shell": os.path.basename(os.environ.get("SHELL", "")) or None,
     }
 
@@ -894,6 +928,8 @@ VERBS: tuple[Verb[Any], ...] = (
          session=LIVE, arguments=_redact_arguments,
          request=ask("redact", results.Redacted, _redact_fields),
          show=_show_redacted, local=_redact_check, local_when=lambda args: bool(args.check)),
+    Verb("policy", "show or choose the session's backup policy (which generations are kept)", session=LIVE,
+         arguments=_policy_arguments, request=ask("policy", results.PolicyShown, _policy_fields), show=_show_policy),
     Verb("purge", "delete a session everywhere: snapshot, backups, journal, quarantine, spool",
          arguments=_purge_arguments,
          request=ask("purge", results.Purged,

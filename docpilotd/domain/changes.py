@@ -15,6 +15,7 @@ State machine (DocPilot's):
     Active|Paused --Annotate--> same
     Active|Paused --EditAnnotation--> same    (new text, maybe a new type; same id and timestamp)
     Active|Paused --DeleteAnnotation--> same  (counts total_annotations down)
+    any --Configure--> same                 (one metadata setting set or removed: the backup policy)
     any --Replace--> the given session (restore from a backup, import)
 
 Invariants: `apply` checks every precondition before it mutates anything, so a refused change
@@ -106,6 +107,16 @@ class Fail(msgspec.Struct, tag="fail", forbid_unknown_fields=True):
     message: str
 
 
+class Configure(msgspec.Struct, tag="configure", forbid_unknown_fields=True):
+    """One of the session's metadata settings set to `value`, or removed (None): how the session's
+    backup policy is chosen or changed later (`docpilot policy NAME`)."""
+
+    at: str
+    event_id: str
+    key: str
+    value: str | None
+
+
 class Replace(msgspec.Struct, tag="replace", forbid_unknown_fields=True):
     """The whole session replaced: a restore from a backup or an import."""
 
@@ -113,7 +124,9 @@ class Replace(msgspec.Struct, tag="replace", forbid_unknown_fields=True):
     reason: str
 
 
-Change = Union[Create, RecordCommand, Annotate, EditAnnotation, DeleteAnnotation, Pause, Resume, Stop, Fail, Replace]
+Change = Union[
+    Create, RecordCommand, Annotate, EditAnnotation, DeleteAnnotation, Pause, Resume, Stop, Fail, Configure, Replace
+]
 
 
 def create(change: Create) -> Session:
@@ -147,7 +160,7 @@ class Rule(NamedTuple):
 
 
 # The state machine, written once (h11's style): `apply` and `state_after` both read it.
-# Create, Replace and Fail are not here: Create needs no session, Replace and Fail work from any.
+# Create, Replace, Fail and Configure are not here: Create needs no session, the others work from any.
 TRANSITIONS: dict[type, Rule] = {
     RecordCommand: Rule(("Active",), None, "record a command"),
     Annotate: Rule(("Active", "Paused"), None, "add an annotation"),
@@ -216,6 +229,15 @@ def apply(session: Session, change: Change) -> Session:
     elif isinstance(change, Fail):
         session.state = ErrorState(change.message)
         _event(session, change.event_id, "ErrorOccurred", change.at, change.message)
+    elif isinstance(change, Configure):
+        settings = dict(session.metadata.settings)  # a new dict: the old metadata is never mutated
+        if change.value is None:
+            settings.pop(change.key, None)
+        else:
+            settings[change.key] = change.value
+        session.metadata = msgspec.structs.replace(session.metadata, settings=settings)
+        shown = "removed" if change.value is None else change.value
+        _event(session, change.event_id, "ConfigurationChanged", change.at, f"{change.key}: {shown}")
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown change {type(change).__name__}")
     return session
@@ -264,6 +286,8 @@ def state_after(state: str | None, change: Change) -> str:
         raise InvalidTransition("session already exists")
     if isinstance(change, Fail):
         return "Error"
+    if isinstance(change, Configure):
+        return state
     return require(state, type(change))
 
 

@@ -30,6 +30,7 @@ import msgspec
 
 from .. import __version__, paths, results
 from .. import protocol as p
+from ..config import POLICY_SETTING
 from ..domain import changes, timestamps
 from ..domain.invocation import runs_itself
 from ..domain.model import Annotation, Session, SessionMetadata, is_live, state_name
@@ -53,7 +54,7 @@ from ..render.view import Options as DocumentOptions
 from ..storage import backups, maintenance, snapshot
 from ..storage.maintenance import CleanupResult, StorageStats
 from ..storage.recovery import RecoveryReport
-from . import clock, logplace, privacy
+from . import clock, logplace, policies, privacy
 from .capture.recorder import Recorder
 from .capture.spool import Spool
 from .engine import Engine, Entry
@@ -125,6 +126,8 @@ async def start(req: p.Start, ctx: Context) -> results.Started:
         output_file = docs_output.absolute_output_file(redactor.text(req.output_file), req.cwd)
         await _io(ctx, docs_output.check_output_file, output_file, layout)
         trust = await _io(ctx, docs_output.mark_output_file, layout, session_id, output_file)
+    if req.policy is not None:  # else its tags and the default decide, now and later
+        trust = {**trust, POLICY_SETTING: policies.check_name(ctx.engine.config, req.policy)}
     metadata = SessionMetadata(
         working_directory=req.cwd or os.getcwd(),
         shell_type=req.shell or os.path.basename(os.environ.get("SHELL", "")) or "unknown",
@@ -552,6 +555,15 @@ async def redact(req: p.Redact, ctx: Context) -> results.Redacted:
     return result
 
 
+async def policy(req: p.Policy, ctx: Context) -> results.PolicyShown:
+    entry = ctx.engine.resolve(req.session)
+    change = policies.change(ctx.engine.config, req.policy, req.clear, _now(), _new_id())
+    if change is not None:
+        change = msgspec.structs.replace(change, at=ctx.engine.stamp(entry))
+        await ctx.engine.commit(entry, change)
+    return policies.shown(ctx.engine.config, await ctx.engine.full_session(entry))
+
+
 async def redact_check(req: p.RedactCheck, ctx: Context) -> results.RedactChecked:
     return privacy.check(ctx.privacy, req.text, req.patterns)
 
@@ -605,7 +617,7 @@ HANDLERS: dict[type, Handler] = {
     p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
     p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.RedactCheck: redact_check, p.Purge: purge,
-    p.Search: search,
+    p.Search: search, p.Policy: policy,
 }
 
 

@@ -10,7 +10,7 @@ Rules:
       RecordCommand  its event id is among the events, or its capture id (when it has one) among
                      the commands' capture ids;
       Annotate       its annotation id is among the annotations, or its event id among the events;
-      Pause, Resume, Stop, Fail, EditAnnotation, DeleteAnnotation   its event id is among the
+      Pause, Resume, Stop, Fail, Configure, EditAnnotation, DeleteAnnotation   its event id is among the
                      events (each appends one, like every change; the Annotate of an annotation
                      deleted since is still held: its event stays among the events);
       Create         the session exists, with that id;
@@ -77,7 +77,7 @@ class _Held:
             return change.session_id == self.session_id
         if isinstance(change, changes.Replace):
             return _same(session, change.session)
-        return change.event_id in self.events  # Pause, Resume, Stop, Fail, EditAnnotation, DeleteAnnotation
+        return change.event_id in self.events  # Pause, Resume, Stop, Fail, Configure, EditAnnotation, DeleteAnnotation
 
     def add(self, change: changes.Change) -> None:
         """Keep the sets current after `change` (not a Create or a Replace) applied."""

@@ -140,7 +140,7 @@ EXPECTED: dict[str, Any] = {
     "cleanup": results.Cleanup, "stats": results.StorageStats,
     "export": results.SessionDocument | results.MarkdownExport, "import": results.SessionSummary,
     "generate": results.Generated | results.Written, "templates": results.Templates, "redact": results.Redacted, "purge": results.Purged,
-    "search": results.Search, "redact_check": results.RedactChecked,
+    "search": results.Search, "redact_check": results.RedactChecked, "policy": results.PolicyShown,
 }
 
 
@@ -187,6 +187,8 @@ def test_every_request_types_reply_from_a_real_daemon_decodes(daemon: Daemon, tm
     call("search", "hits", text="ls")
     call("search", "more", text="ls", limit=1, failed=False, since="2000-01-01T00:00:00Z", dir="/w", session=first)
     call("redact_check", "replaced", "allowed", text="PGPASSWORD=hunter22 psql", patterns=["psql"])
+    call("policy", "available", session=first)
+    call("policy", "chosen", session=first, policy="default")
     call("redact", session=first, pattern="why")
     call("restore", "restored_from", session=first, backup=daemon.call("backups", session=first)["backups"][-1]["name"])
     call("stop", session=first)
@@ -209,7 +211,7 @@ def _json_args(verb: verbs.Verb[Any], tmp_path: Path, sid: str) -> list[str]:
         "record": ["record", "--exit-code", "1", "--", "make"], "cleanup": ["cleanup", "--max-age-days", "0"],
         "export": ["export", "--format", "markdown"], "import": ["import", str(tmp_path / "exported.json")],
         "redact": ["redact", "hunter2"], "purge": ["purge", "--session", sid, "--force"],
-        "restore": ["restore", "BACKUP"], "search": ["search", "hunter2"],
+        "restore": ["restore", "BACKUP"], "search": ["search", "hunter2"], "policy": ["policy", "default"],
     }
     return given.get(verb.name, [verb.name])
 
@@ -219,7 +221,7 @@ def test_every_verb_shows_what_it_decoded_from_a_real_daemon(daemon: Daemon, tmp
     as the daemon sent it, decoding into the type the verb's request names."""
     order = ["start", "note", "explain", "warn", "milestone", "annotate", "record", "status", "sessions", "show",
              "annotations", "save", "backups", "restore", "pause", "resume", "recovery", "stats", "export",
-             "generate", "templates", "search", "redact", "stop", "cleanup", "import", "purge"]
+             "generate", "templates", "search", "redact", "policy", "stop", "cleanup", "import", "purge"]
     daemon_verbs = [v for v in verbs.VERBS if v.request is not None]
     assert sorted(order) == sorted(v.name for v in daemon_verbs), "a verb this walk does not try"
     sid = daemon.call("start", description="before the walk", cwd="/w")["id"]
