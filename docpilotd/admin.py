@@ -182,7 +182,7 @@ def fsck(cfg: config_mod.Config, repair: bool, as_json: bool, reindex: bool = Fa
         lock = DataLock(layout.lock)
         lock.acquire(purpose="repair (stop the daemon first: it repairs at startup)")
     try:
-        store = SessionStore(layout, backups_kept=cfg.backups_kept)
+        store = SessionStore(layout, backups_kept=cfg.retention.keep_last)
         misspelled = spelling.normalize(store, repair=repair)
         report, recovered = recover_all(store, repair=repair, check_backups=True)
         report.other.extend(misspelled)

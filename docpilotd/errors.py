@@ -116,6 +116,13 @@ class BackupNotFound(DocpilotError):
     exit_code = 4
 
 
+class PointNotAvailable(BackupNotFound):
+    """No moment of the session can be rebuilt there: before the oldest copy kept, or the journal
+    between that copy and the moment is damaged."""
+
+    code = "no_such_point"
+
+
 class AnnotationNotFound(DocpilotError):
     """No annotation with that id (or id prefix) in the session."""
 

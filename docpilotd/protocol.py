@@ -150,11 +150,17 @@ class Backups(_SessionRequest, tag="backups"):
 
 
 class Restore(_SessionRequest, tag="restore"):
-    """Replace the session with a backup generation. Without `session`: the session the backup's
-    name names. `dry_run`: say what the session would become, change nothing."""
+    """Replace the session with a backup generation (`backup`; without `session`: the session its
+    name names), or with the session as it was at `at` (RFC 3339), rebuilt from a generation and the
+    journal after it. `dry_run`: say what the session would become, change nothing."""
 
-    backup: ShortText
+    backup: ShortText | None = None
+    at: ShortText | None = None
     dry_run: bool = False
+
+
+class Points(_SessionRequest, tag="points"):
+    """The moments `restore --at` can rebuild for the session."""
 
 
 class Recovery(_Request, tag="recovery"):
@@ -240,7 +246,7 @@ class Purge(_Request, tag="purge"):
 
 Request = Union[
     Hello, Start, Stop, Pause, Resume, Annotate, Record, Status, Sessions, Show, Annotations, EditAnnotation, DeleteAnnotation,
-    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, RedactCheck, Purge, Search, Policy,
+    Save, Backups, Restore, Recovery, Cleanup, Stats, Export, Import, Generate, Templates, Redact, RedactCheck, Purge, Search, Policy, Points,
 ]
 
 OPS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]

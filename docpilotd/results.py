@@ -83,6 +83,19 @@ class Restored(SessionSummary):
     restored_from: str
     reopened: NotRequired[bool]
     dry_run: NotRequired[bool]
+    as_of: NotRequired[str]  # restore --at: the moment of the state rebuilt (its updated_at)
+    journal_records: NotRequired[int]  # restore --at: records applied on top of `restored_from`
+
+
+class PointsAvailable(TypedDict):
+    """`restore --list-points`: any moment from `earliest` to `latest` can be restored."""
+
+    session: str
+    earliest: str  # the state of the oldest copy kept
+    earliest_copy: str
+    latest: str  # the last change the journal holds
+    changes: int  # changes between them, each a moment that can be restored
+    copies: list[str]  # copies a rebuild can start from, newest first
 
 
 class SessionStatus(SessionSummary):

@@ -287,8 +287,47 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _restore_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("backup", help="backup name (see 'docpilot backups'); it names its session")
+    p.add_argument("backup", nargs="?", help="backup name (see 'docpilot backups'); it names its session")
+    p.add_argument("--at", metavar="TIME", help="the session as it was then: 30m, 2h, 1d (ago), yesterday, "
+                   "or a date and time like '2026-11-30 14:05' (local time)")
+    p.add_argument("--list-points", action="store_true", help="the moments --at can restore")
     _destructive(p)
+
+
+def _restore_fields(args: argparse.Namespace) -> Fields:
+    if args.backup is not None and args.at is not None:
+        raise UsageError("give a backup's name or --at TIME, not both")
+    if args.backup is None and args.at is None:
+        raise UsageError("restore needs a backup's name (see 'docpilot backups') or --at TIME "
+                         "(see 'docpilot restore --list-points')")
+    if args.at is None:
+        # The session: --session, else the one the backup's name names ($DOCPILOT_SESSION is not used).
+        return {"backup": args.backup, "session": args.session, "dry_run": args.dry_run}
+    from .search import since  # the same times --since reads
+
+    try:
+        at = since(args.at)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"--at: {exc}") from None
+    return {"at": at, "session": args.session or os.environ.get("DOCPILOT_SESSION") or None, "dry_run": args.dry_run}
+
+
+def _list_points(args: argparse.Namespace) -> int:
+    """restore --list-points: what --at can reach, for the session."""
+    from .human import ago
+    from .transport import Connection
+
+    session = args.session or os.environ.get("DOCPILOT_SESSION") or None
+    with Connection() as conn:
+        result = conn.request("points", results.PointsAvailable, session=session)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"session {result['session']}: any moment from {result['earliest']} ({ago(result['earliest'])}) "
+          f"to {result['latest']} ({ago(result['latest'])}) can be restored")
+    print(f"  {result['changes']} changes in between, from {result['earliest_copy']} and the journal after it")
+    print(f"  restore one with: docpilot restore --at TIME -s {result['session'][:8]}   (add --dry-run to look first)")
+    return 0
 
 
 def _destructive(p: argparse.ArgumentParser) -> None:
@@ -490,10 +529,13 @@ def _show_stopped(result: results.SessionSummary) -> None:
 
 
 def _show_restored(result: results.Restored) -> None:
+    source = result["restored_from"]
+    if "as_of" in result:
+        source = f"{source} and {result.get('journal_records', 0)} changes of the journal, as of {result['as_of']}"
     if result.get("dry_run"):
-        print(_summary_line(result, f" (what restoring {result['restored_from']} would give; nothing changed)"))
+        print(_summary_line(result, f" (what restoring {source} would give; nothing changed)"))
     else:
-        print(_summary_line(result, f" (restored from {result['restored_from']})"))
+        print(_summary_line(result, f" (restored from {source})"))
     if result.get("reopened"):  # DocPilot's users were surprised by this: say it
         verb = "would make" if result.get("dry_run") else "made"
         print(f"docpilot: the session was stopped; this backup is of it while {result['state']}, which restoring "
@@ -891,11 +933,9 @@ VERBS: tuple[Verb[Any], ...] = (
          "docpilot run -- CMD ARGS", session=LIVE, arguments=_run_arguments, local=_run),
     Verb("backups", "backup generations of a session", session=LATEST,
          request=ask("backups", results.Backups), show=_show_backups),
-    Verb("restore", "restore a session from a backup (reversible; --dry-run)", session=LIVE, arguments=_restore_arguments,
-         # The session: --session, else the one the backup's name names ($DOCPILOT_SESSION is not used).
-         request=ask("restore", results.Restored,
-                     lambda args: {"backup": args.backup, "session": args.session, "dry_run": args.dry_run}),
-         show=_show_restored, confirm="Restore it?"),
+    Verb("restore", "restore a session from a backup, or as it was at a moment (--at; reversible; --dry-run)", session=LIVE, arguments=_restore_arguments,
+         request=ask("restore", results.Restored, _restore_fields), show=_show_restored, confirm="Restore it?",
+         local=_list_points, local_when=lambda args: bool(args.list_points)),
     Verb("recovery", "the report of the daemon's last start-up recovery",
          request=ask("recovery", results.Recovery), show=_show_recovery),
     Verb("cleanup", "remove stopped sessions and backups older than N days", arguments=_cleanup_arguments,

@@ -118,15 +118,30 @@ class Configure(msgspec.Struct, tag="configure", forbid_unknown_fields=True):
 
 
 class Replace(msgspec.Struct, tag="replace", forbid_unknown_fields=True):
-    """The whole session replaced: a restore from a backup or an import."""
+    """The whole session replaced: a restore from a backup or an import. `at`: when (records
+    written before it was kept have none)."""
 
     session: Session
     reason: str
+    at: str | None = None
 
 
 Change = Union[
     Create, RecordCommand, Annotate, EditAnnotation, DeleteAnnotation, Pause, Resume, Stop, Fail, Configure, Replace
 ]
+
+
+def moment(change: Change) -> str | None:
+    """When a change happened, as the session's clock reads it (the timestamp its event carries;
+    a Replace its `at`, or None for one without). A session's `updated_at` is the latest moment of
+    the changes it holds (see `_event`): what a restore to a point in time compares."""
+    if isinstance(change, RecordCommand):
+        return change.entry.timestamp
+    if isinstance(change, Annotate):
+        return change.annotation.timestamp
+    if isinstance(change, Replace):
+        return change.at
+    return change.at
 
 
 def create(change: Create) -> Session:

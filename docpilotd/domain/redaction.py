@@ -1025,7 +1025,7 @@ class Redactor:
         if isinstance(change, changes.Replace):
             session, n = self.session(change.session)
             reason, m = self.count(change.reason)
-            return (changes.Replace(session=session, reason=reason), n + m) if n + m else (change, 0)
+            return (msgspec.structs.replace(change, session=session, reason=reason), n + m) if n + m else (change, 0)
         if isinstance(change, changes.Create):
             description, n = self.count(change.description)
             output_file, m = self.optional(change.output_file)

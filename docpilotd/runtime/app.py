@@ -108,7 +108,7 @@ class App:
         if self.pid_file is not None:
             _write_pid_file(self.pid_file)
         notify.send("STATUS=recovering")
-        store = SessionStore(self.layout, backups_kept=self.config.backups_kept)
+        store = SessionStore(self.layout, backups_kept=self.config.retention.keep_last)
         loop = asyncio.get_running_loop()
         for line in await loop.run_in_executor(None, spelling.normalize, store, True):
             log.warning("recovery: %s", line)
@@ -221,7 +221,7 @@ class App:
         if "autosave_interval" in changed and self.autosave is not None:
             self.autosave.reschedule(self.config.autosave_interval)
         if self.engine is not None:
-            self.engine.store.backups_kept = self.config.backups_kept
+            self.engine.store.backups_kept = self.config.retention.keep_last
         if self.server is not None:
             self.server.limits = self.config.limits
         logging.getLogger("docpilotd").setLevel(self.config.log_level.upper())

@@ -51,7 +51,7 @@ from ..errors import (
 from ..render import output as docs_output
 from ..render import templates as render_templates
 from ..render.view import Options as DocumentOptions
-from ..storage import backups, maintenance, snapshot
+from ..storage import backups, maintenance, point_in_time, snapshot
 from ..storage.maintenance import CleanupResult, StorageStats
 from ..storage.recovery import RecoveryReport
 from . import clock, logplace, policies, privacy
@@ -448,8 +448,13 @@ async def backups_(req: p.Backups, ctx: Context) -> results.Backups:
 
 
 async def restore(req: p.Restore, ctx: Context) -> results.Restored:
-    """Replace the session with a backup generation. Reversible: the current version becomes a
-    backup at the next checkpoint, which this forces."""
+    """Replace the session with a backup generation, or with itself as it was at a moment.
+    Reversible: the current version becomes a backup at the next checkpoint, which this forces."""
+    if (req.backup is None) == (req.at is None):
+        raise UsageError("restore needs a backup's name (see 'docpilot backups') or --at TIME, one of them")
+    if req.at is not None:
+        return await _restore_at(req, req.at, ctx)
+    assert req.backup is not None
     store = ctx.engine.store
     name = Path(req.backup).name
     generation = backups.parse_name(store.layout.backups, name)
@@ -461,17 +466,45 @@ async def restore(req: p.Restore, ctx: Context) -> results.Restored:
     if not decoded.usable or decoded.session is None:
         raise InvalidSession(f"backup {name} cannot be restored: {decoded.problem or 'checksum mismatch'}")
     restored = snapshot.plain_session(decoded.session)
+    return await _replace_with(ctx, entry, restored, req.dry_run, name, {})
+
+
+async def _restore_at(req: p.Restore, at: str, ctx: Context) -> results.Restored:
+    """restore --at: the session rebuilt as it was at `at` (storage/point_in_time.py)."""
+    try:
+        at_ns = timestamps.parse_ns(at)
+    except timestamps.TimestampError:
+        raise UsageError(f"--at needs a time, not {at[:60]!r}") from None
+    entry = ctx.engine.resolve(req.session)
+    await ctx.engine.settled(entry)  # every acknowledged change is in the journal's files
+    rebuilt = await _io(ctx, point_in_time.rebuild, ctx.engine.store, entry.session_id, at_ns)
+    restored = snapshot.plain_session(rebuilt.session)
+    extra: dict[str, Any] = {"as_of": rebuilt.moment, "journal_records": rebuilt.applied}
+    return await _replace_with(ctx, entry, restored, req.dry_run, rebuilt.base, extra)
+
+
+async def _replace_with(
+    ctx: Context, entry: Entry, restored: Session, dry_run: bool, source: str, extra: dict[str, Any]
+) -> results.Restored:
     current = await ctx.engine.full_session(entry)
     reopened = not is_live(current) and is_live(restored)
-    if req.dry_run:
-        would: results.Restored = {**engine_summarize(restored), "restored_from": name, "reopened": reopened,
-                                   "dry_run": True}
-        return would
-    await ctx.engine.commit(entry, changes.Replace(session=restored, reason=f"restore {name}"))
+    if dry_run:
+        return cast(results.Restored, {**engine_summarize(restored), "restored_from": source, "reopened": reopened,
+                                       "dry_run": True, **extra})
+    reason = f"restore {source}" + (f" as of {extra['as_of']}" if "as_of" in extra else "")
+    await ctx.engine.commit(entry, changes.Replace(session=restored, reason=reason, at=ctx.engine.stamp(entry)))
     await ctx.engine.checkpoint(entry)
     if reopened:
-        log.info("session %s: restoring %s made it %s again", entry.session_id, name, state_name(restored.state))
-    return cast(results.Restored, {**_summary(entry), "restored_from": name, "reopened": reopened})
+        log.info("session %s: restoring %s made it %s again", entry.session_id, source, state_name(restored.state))
+    return cast(results.Restored, {**_summary(entry), "restored_from": source, "reopened": reopened, **extra})
+
+
+async def points(req: p.Points, ctx: Context) -> results.PointsAvailable:
+    entry = ctx.engine.resolve(req.session)
+    await ctx.engine.settled(entry)
+    found = await _io(ctx, point_in_time.points, ctx.engine.store, entry.session_id)
+    return {"session": entry.session_id, "earliest": found.earliest.moment, "earliest_copy": found.earliest.name,
+            "latest": found.latest, "changes": found.changes, "copies": found.copies}
 
 
 async def recovery(req: p.Recovery, ctx: Context) -> RecoveryReport:
@@ -601,7 +634,7 @@ async def import_(req: p.Import, ctx: Context) -> results.SessionSummary:
         raise SessionExists(f"session {session.id} already exists; nothing was imported")
     entry = ctx.engine.new_entry(session.id)
     try:
-        await ctx.engine.commit(entry, changes.Replace(session=session, reason=f"import {path.name}"))
+        await ctx.engine.commit(entry, changes.Replace(session=session, reason=f"import {path.name}", at=_now()))
     except Exception:
         if entry.session is None:
             ctx.engine.forget(session.id)
@@ -617,7 +650,7 @@ HANDLERS: dict[type, Handler] = {
     p.Save: save, p.Backups: backups_, p.Restore: restore,
     p.Recovery: recovery, p.Cleanup: cleanup, p.Stats: stats, p.Export: export, p.Import: import_,
     p.Generate: generate, p.Templates: templates_, p.Redact: redact, p.RedactCheck: redact_check, p.Purge: purge,
-    p.Search: search, p.Policy: policy,
+    p.Search: search, p.Policy: policy, p.Points: points,
 }
 
 

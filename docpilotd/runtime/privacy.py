@@ -138,7 +138,7 @@ async def redact(
         clean, count = scrubber.redactor.session(session)
         if count or main_dirty:
             # Also when only the snapshot holds it (memory came from a restore): rewrite it from memory.
-            await engine.commit(entry, changes.Replace(session=clean, reason="redact"))
+            await engine.commit(entry, changes.Replace(session=clean, reason="redact", at=engine.stamp(entry)))
             replaced += count
             if await engine.checkpoint(entry) and snapshot_name not in rewritten:
                 rewritten.append(snapshot_name)

@@ -239,7 +239,7 @@ class Watcher:
             if decoded.integrity == "verified" and entry.session is None:
                 engine.summary_changed(entry, summarize(edited))
                 return  # e.g. a copy of one of our own files put back: nothing to rewrite
-            await engine.commit(entry, changes.Replace(session=edited, reason="edited on disk"))
+            await engine.commit(entry, changes.Replace(session=edited, reason="edited on disk", at=engine.stamp(entry)))
             await engine.checkpoint(entry)
             log.info("session %s: accepted an edit of its file", entry.session_id)
             return

@@ -141,6 +141,7 @@ EXPECTED: dict[str, Any] = {
     "export": results.SessionDocument | results.MarkdownExport, "import": results.SessionSummary,
     "generate": results.Generated | results.Written, "templates": results.Templates, "redact": results.Redacted, "purge": results.Purged,
     "search": results.Search, "redact_check": results.RedactChecked, "policy": results.PolicyShown,
+    "points": results.PointsAvailable,
 }
 
 
@@ -188,9 +189,12 @@ def test_every_request_types_reply_from_a_real_daemon_decodes(daemon: Daemon, tm
     call("search", "more", text="ls", limit=1, failed=False, since="2000-01-01T00:00:00Z", dir="/w", session=first)
     call("redact_check", "replaced", "allowed", text="PGPASSWORD=hunter22 psql", patterns=["psql"])
     call("policy", "available", session=first)
+    call("points", "earliest", "latest", session=first)
     call("policy", "chosen", session=first, policy="default")
     call("redact", session=first, pattern="why")
     call("restore", "restored_from", session=first, backup=daemon.call("backups", session=first)["backups"][-1]["name"])
+    call("restore", "as_of", "journal_records", session=first, at=daemon.call("points", session=first)["latest"],
+         dry_run=True)
     call("stop", session=first)
     call("sessions")
     call("recovery")
