@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, str] = {
     "generate": "generate",
     "search": "search",
     "redaction": "redaction",
+    "backups": "backups",
+    "point_in_time": "point_in_time",
 }
 
 

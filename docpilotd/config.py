@@ -88,6 +88,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     slow_command_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400 * 365)] = 5.0
     limits: Limits = msgspec.field(default_factory=Limits)
 
+    def __post_init__(self) -> None:
+        # Built in code with the older name only (`Config(backups_kept=2)`), as a file is read.
+        if self.backups_kept != 5 and self.retention == RetentionPolicy():
+            self.retention = msgspec.structs.replace(self.retention, keep_last=self.backups_kept)
+
     def policy_for(self, tags: list[str] | tuple[str, ...], chosen: str | None) -> tuple[str, RetentionPolicy]:
         """A session's policy: the one it chose (when the config still has it), else the first
         `[policies.*]` table, in the file's order, naming one of its tags, else the default."""

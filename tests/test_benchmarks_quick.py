@@ -37,6 +37,8 @@ ROWS: dict[str, tuple[str, ...]] = {
     "generate": ("generate -t comprehensive", "generate: peak memory while rendering"),
     "search": ("search answer time, 1,000 sessions", "search index build, 1,000 sessions"),
     "redaction": ("redaction recall, token", "redaction recall, shell lines per", "redaction lookalikes", "redaction cost per"),
+    "backups": ("backup bytes per session, 1,000 commands", "compressing one generation, 1,000 commands"),
+    "point_in_time": ("restore --at, 20,000-command session", "restore --list-points, 20,000-command session"),
 }
 
 

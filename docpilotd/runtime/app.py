@@ -108,7 +108,8 @@ class App:
         if self.pid_file is not None:
             _write_pid_file(self.pid_file)
         notify.send("STATUS=recovering")
-        store = SessionStore(self.layout, backups_kept=self.config.retention.keep_last)
+        # Generations older than the newest are kept compressed (see storage.store).
+        store = SessionStore(self.layout, backups_kept=self.config.retention.keep_last, compress_backups=True)
         loop = asyncio.get_running_loop()
         for line in await loop.run_in_executor(None, spelling.normalize, store, True):
             log.warning("recovery: %s", line)

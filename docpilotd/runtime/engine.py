@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from ..config import Config
+from ..config import POLICY_SETTING, Config
 from ..domain import changes, timestamps
 from ..domain.changes import Change
 from ..domain.model import Session, is_live, state_name
+from ..domain.retention import RetentionPolicy
 from ..domain.validate import MIN_ID_PREFIX, canonical_prefix, canonical_uuid
 from ..errors import AmbiguousId, DocpilotError, NotDurable, SessionNotFound, StorageError, UsageError
 from ..results import SessionSummary
@@ -100,6 +101,9 @@ class Entry:
     # yet, or another part rewrote the files (files_held): listed once, at the next trim. A
     # segment missing from the list only makes trimming keep more (see `_trim`).
     _segments: list[tuple[int, Path]] | None = None
+    # The backup policy of the session as of its last capture for a checkpoint (read in the I/O
+    # pool by the save that rotates its generations).
+    policy: RetentionPolicy | None = None
     last_command_at: str | None = None  # timestamp given to the latest recorded command
     # For the autosave policy (Engine.autosave): the size of the last snapshot written, the
     # journal bytes written since its segment switch, and when it was written (monotonic).
@@ -329,6 +333,11 @@ class Engine:
             return found.session
 
     # -- time -------------------------------------------------------------------------------------
+
+    def policy_for(self, session: Session) -> RetentionPolicy:
+        """The session's backup policy (runtime/policies.py: chosen, by tag, or the default)."""
+        meta = session.metadata
+        return self.config.policy_for(meta.tags, meta.settings.get(POLICY_SETTING))[1]
 
     def stamp(self, entry: Entry) -> str:
         """The timestamp for a change of `entry` now: the wall clock, but never before the
@@ -698,6 +707,7 @@ class Engine:
                     return False
                 seq = entry.seq
                 captured = snapshot.capture(entry.session)
+                entry.policy = self.policy_for(entry.session)
                 try:
                     await loop.run_in_executor(self.pool, self._next_segment, entry, seq)
                 except DocpilotError as exc:
@@ -720,6 +730,7 @@ class Engine:
         # 1..seq; encoded in the I/O thread a chunk at a time, so a large session never holds the
         # loop (items are never mutated once appended: see storage.snapshot).
         captured = snapshot.capture(entry.session)
+        entry.policy = self.policy_for(entry.session)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self.pool, self._write_checkpoint, entry, seq, captured, retire)
@@ -760,11 +771,13 @@ class Engine:
         again first (and watched again), so a `rm -rf sessions/` heals at the next save."""
         data = snapshot.encode_captured(captured, seq)
         try:
-            result = self.store.save_encoded(entry.session_id, data)
+            result = self.store.save_encoded(entry.session_id, data, entry.policy)
         except DocpilotError:
             if not self.restore_directories():
                 raise
-            result = self.store.save_encoded(entry.session_id, data)
+            result = self.store.save_encoded(entry.session_id, data, entry.policy)
+        # Generations compressed by this save are new files: their sequences by their new inodes.
+        self._seq_by_inode.update(result.compressed)
         size = len(data) if isinstance(data, bytes) else sum(map(len, data))
         entry.snapshot_bytes, entry.snapshot_mono = size, time.monotonic()
         return result
@@ -878,15 +891,20 @@ class Engine:
     def due(self, entry: Entry, now: float) -> bool:
         """Whether autosave writes this changed session now (see Config.autosave_small_mb): a
         small one always; a large one once its journal since the snapshot is worth compacting
-        (`autosave_growth` of the snapshot's size), or its snapshot is old. So the bytes
+        (`autosave_growth` of the snapshot's size), or its snapshot is older than
+        `autosave_max_age` or its backup policy's `schedule_seconds`, whichever is sooner (each
+        checkpoint makes a generation: so a changing session gets one at least that often). So the bytes
         checkpoints write stay within 1/growth of the bytes recorded, whatever the session's size."""
         config = self.config
         if config.durability == "off":
             return True  # no journal: the snapshot is the only copy
         if entry.snapshot_bytes <= config.autosave_small_mb * 1024 * 1024:
             return True
+        # The session's backup policy may ask for a generation sooner (its schedule_seconds).
+        policy = self.policy_for(entry.session) if entry.session is not None else entry.policy
+        schedule = policy.schedule_seconds if policy is not None and policy.schedule_seconds else config.autosave_max_age
         return (entry.journal_bytes >= config.autosave_growth * entry.snapshot_bytes
-                or now - entry.snapshot_mono >= config.autosave_max_age)
+                or now - entry.snapshot_mono >= min(config.autosave_max_age, schedule))
 
     async def autosave(self) -> int:
         """The autosave job: checkpoint the changed sessions that are due (`due`)."""

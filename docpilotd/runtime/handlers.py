@@ -460,9 +460,14 @@ async def restore(req: p.Restore, ctx: Context) -> results.Restored:
     generation = backups.parse_name(store.layout.backups, name)
     # Without --session: the session the backup's name names (`{id}_{time}.json`).
     entry = ctx.engine.resolve(req.session or (generation.session_id if generation is not None else None))
-    if generation is None or generation.session_id != entry.session_id or not store.ops.exists(generation.path):
+    # As listed, or in its other form: a save may have compressed it since (`{name}.zst`).
+    located = backups.locate(store.ops, store.layout.backups, name) if generation is not None else None
+    if generation is None or generation.session_id != entry.session_id or located is None:
         raise BackupNotFound(f"no backup {name!r} of session {entry.session_id} (see 'docpilot backups')")
-    decoded = await _io(ctx, store.read, generation.path, entry.session_id)
+    decoded = await _io(ctx, store.read, located.path, entry.session_id)
+    if decoded.problem == "file not found":  # compressed meanwhile by a save: read it so
+        located = backups.locate(store.ops, store.layout.backups, located.name) or located
+        decoded = await _io(ctx, store.read, located.path, entry.session_id)
     if not decoded.usable or decoded.session is None:
         raise InvalidSession(f"backup {name} cannot be restored: {decoded.problem or 'checksum mismatch'}")
     restored = snapshot.plain_session(decoded.session)

@@ -2,6 +2,8 @@
 
 Cleanup removes stopped (or failed) sessions, with their backups and journal, once their last
 change is older than the cutoff, and backups older than the cutoff of sessions that are not live.
+Backups are plain or compressed (`.json.zst`, see storage.compression): each is read, counted and
+removed in either form, a generation with both forms as one.
 A live (Active or Paused) session is never touched. Import validates everything first and never
 overwrites an existing session.
 """
@@ -76,7 +78,7 @@ def backup_info(store: SessionStore, session_id: str) -> list[BackupInfo]:
     return found
 
 
-def _dir_usage(store: SessionStore, directory: Path, suffix: str | None = None) -> tuple[int, int]:
+def _dir_usage(store: SessionStore, directory: Path, suffix: str | tuple[str, ...] | None = None) -> tuple[int, int]:
     count = size = 0
     try:
         names = store.ops.listdir(directory)
@@ -97,7 +99,7 @@ def _dir_usage(store: SessionStore, directory: Path, suffix: str | None = None) 
 def storage_stats(store: SessionStore) -> StorageStats:
     layout = store.layout
     sessions, session_bytes = _dir_usage(store, layout.sessions, ".json")
-    backup_count, backup_bytes = _dir_usage(store, layout.backups, ".json")
+    backup_count, backup_bytes = _dir_usage(store, layout.backups, (".json", backups.COMPRESSED_SUFFIX))
     _, journal_bytes = _dir_usage(store, layout.journal)
     _quarantined, quarantine_bytes = _dir_usage(store, layout.quarantine)
     return StorageStats(
@@ -145,7 +147,8 @@ def cleanup(
         for backup in generations:
             if backup.ns < cutoff:
                 if not dry_run:
-                    unlink_file(store, backup.path)
+                    for path in backup.paths:
+                        unlink_file(store, path)
                 removed_backups.append(backup.name)
     if not dry_run:
         sync_dir(store, store.layout.backups)
@@ -155,7 +158,7 @@ def cleanup(
 def _files_of(store: SessionStore, session_id: str) -> list[Path]:
     """Every file of a session: its backups, journal segments and main file (a directory where
     the main file would be was never the session's)."""
-    found = [backup.path for backup in backups.for_session(store.ops, store.layout.backups, session_id)]
+    found = [path for backup in backups.for_session(store.ops, store.layout.backups, session_id) for path in backup.paths]
     found += [segment for _, segment in journal.segments_of(store.ops, store.layout.journal, session_id)]
     main = store.layout.session_file(session_id)
     try:

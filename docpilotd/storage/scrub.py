@@ -4,8 +4,14 @@ What `docpilot redact` and `docpilot purge` need from storage; the runtime (runt
 takes care of the session in memory, its snapshot and the shell spool.
 
 A session's data can be in: `sessions/{id}.json` (and stale temp files of an interrupted save),
-`backups/{id}_*.json`, `journal/{id}.*.wal`, and in quarantine under any of those names (the
+`backups/{id}_*.json` and `backups/{id}_*.json.zst` (compressed generations, and temp files of an
+interrupted compression), `journal/{id}.*.wal`, and in quarantine under any of those names (the
 quarantine keeps `{time}_{original name}` and a `.reason` beside it).
+
+A compressed file is scrubbed through its content: decompressed, redacted as its plain form would
+be, and compressed again (a compressed backup stays a valid compressed backup). One that does not
+decompress is only searched, in the part that does, and reported as remaining if the secret is
+there: it cannot be rewritten without losing what it still holds.
 
 `scrub_files` rewrites each file of one session that contains the secret, atomically
 (`write_atomic`: a reader or a crash sees the old file or the new one), and leaves every other
@@ -36,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..domain.redaction import Redactor, json_escaped, literal_rule
-from . import backups
+from . import backups, compression
 from .atomic import TEMP_PREFIX, storage_error, write_atomic
 from .fsops import REGULAR, NotRegularFile
 from .journal import HEADER, frame, scan_segment, segments_of
@@ -145,15 +151,24 @@ def quarantined_files(store: SessionStore, session_id: str) -> list[Path]:
 
 
 def stale_temp_files(store: SessionStore, session_id: str) -> list[Path]:
-    """Leftover temp files of interrupted saves of this session in sessions/ (ours and DocPilot's)."""
-    try:
-        kinds = store.ops.list_kinds(store.layout.sessions)
-    except FileNotFoundError:
-        return []
-    return [
-        store.layout.sessions / name for name in sorted(kinds)
-        if name.endswith(".tmp") and belongs_to(name, session_id) and kinds[name] == REGULAR
-    ]
+    """Leftover temp files of interrupted saves of this session in sessions/ (ours and DocPilot's),
+    and of interrupted compressions of its generations in backups/."""
+    found = []
+    for directory in (store.layout.sessions, store.layout.backups):
+        try:
+            kinds = store.ops.list_kinds(directory)
+        except FileNotFoundError:
+            continue
+        found += [
+            directory / name for name in sorted(kinds)
+            if name.endswith(".tmp") and belongs_to(name, session_id) and kinds[name] == REGULAR
+        ]
+    return found
+
+
+def is_compressed(name: str) -> bool:
+    """A compressed generation, a quarantined copy of one, or a temp file of one."""
+    return name.endswith(backups.COMPRESSED_SUFFIX) or (name.endswith(".tmp") and backups.COMPRESSED_SUFFIX + "." in name)
 
 
 def scrub_files(
@@ -168,7 +183,8 @@ def scrub_files(
     skipped = set(skip)
     layout = store.layout
     work: list[tuple[Path, Callable[[bytes], bytes]]] = []
-    work.extend((b.path, scrubber.snapshot_file) for b in backups.for_session(store.ops, layout.backups, session_id))
+    work.extend((path, scrubber.snapshot_file)
+                for b in backups.for_session(store.ops, layout.backups, session_id) for path in b.paths)
     work.extend((path, scrubber.segment) for _, path in segments_of(store.ops, layout.journal, session_id))
     for path in quarantined_files(store, session_id):
         if path.name.endswith(".reason"):
@@ -178,12 +194,18 @@ def scrub_files(
     main = layout.session_file(session_id)
     for path, rewrite in [(main, scrubber.snapshot_file), *work]:
         try:
-            data = store.ops.read_bytes(path)
+            stored = store.ops.read_bytes(path)
         except (FileNotFoundError, NotRegularFile):
             continue  # gone, or not a file docpilotd wrote (a FIFO, a directory...): nothing to scrub
         except OSError as exc:
             raise storage_error(exc, f"reading {path.name}") from exc
         report.examined += 1
+        packed = is_compressed(path.name)
+        data, _ = compression.decompress(stored) if packed else (stored, None)
+        if data is None:  # damaged: see the module docstring
+            if scrubber.found_in(compression.readable_part(stored)):
+                report.remaining.append(_relative(store, path))
+            continue
         if not scrubber.found_in(data):
             continue
         if path in skipped or path == main:
@@ -191,7 +213,7 @@ def scrub_files(
             continue
         new = rewrite(data)
         if new != data:
-            write_atomic(store.ops, path, new)
+            write_atomic(store.ops, path, compression.compress(new) if packed else new)
             report.rewritten.append(_relative(store, path))
         if scrubber.found_in(new):
             report.remaining.append(_relative(store, path))

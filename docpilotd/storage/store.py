@@ -6,6 +6,14 @@ Save of session S (only when S changed):
      `backups/`. A file that is not trusted goes to quarantine instead: it never becomes a backup.
   2. Write the new snapshot atomically (see `atomic`).
   3. Only after 1 and 2 succeeded, remove the oldest generations beyond `backups_kept`.
+  4. With `compress_backups` (the daemon's store), compress every generation but the newest that
+     is still plain (normally the one that was newest before step 1), from the generations the
+     store keeps (no listing): its bytes as one zstd frame in `{name}.zst` (see `compression`),
+     written atomically (temp file, fsync, rename, directory fsync), read back and checked to
+     decompress to the very same bytes, and only then is the plain file unlinked. A crash at any
+     point leaves the plain file, or both (see `backups`: one generation), or the compressed one;
+     a failure leaves the plain file and is retried at the next save. The newest generation
+     stays plain JSON under DocPilot's name (DocPilot reads it).
 
 At every instant the store holds a valid copy of the last saved state: the old snapshot until the
 rename, the new one after it; the backup that step 1 made is never removed in the same save.
@@ -22,19 +30,29 @@ quarantine as it is (the entry itself) when a save or recovery needs the place.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..domain import retention
 from ..domain.model import Session
-from ..errors import StorageError
+from ..errors import DocpilotError, StorageError
 from ..paths import Layout
-from . import backups, quarantine, snapshot
+from . import backups, compression, quarantine, snapshot
 from .atomic import storage_error, write_atomic
 from .fsops import FileOps, OsFileOps, a_kind, kind_of
+
+log = logging.getLogger(__name__)
+
+
+def local_offset(ns: int) -> int:
+    """Seconds east of UTC of the machine's local time at `ns`: the days and hours a retention
+    policy's buckets follow are the user's."""
+    return time.localtime(ns // 1_000_000_000).tm_gmtoff
 
 
 def owner_of(root: Path) -> int:
@@ -75,13 +93,22 @@ class SaveResult:
     backup: Path | None = None
     quarantined: Path | None = None
     removed_backups: list[Path] = field(default_factory=list)
+    # Generations compressed by this save: the inode of each compressed file and the journal
+    # sequence it holds (the engine's trim goes by a backup's sequence, known by inode).
+    compressed: dict[int, int] = field(default_factory=dict)
 
 
 class SessionStore:
-    def __init__(self, layout: Layout, ops: FileOps | None = None, backups_kept: int = 5) -> None:
+    def __init__(self, layout: Layout, ops: FileOps | None = None, backups_kept: int = 5,
+                 compress_backups: bool = False, clock: Callable[[], int] = time.time_ns) -> None:
         self.layout = layout
         self.ops = ops or OsFileOps()
         self.backups_kept = backups_kept
+        # The wall clock (ns) that names generations and dates a retention policy's buckets: a
+        # test steps it through a month; nothing else here reads the time.
+        self.clock = clock
+        # Step 4 of a save (the daemon turns it on; every store reads both forms either way).
+        self.compress_backups = compress_backups
         self._written: dict[str, Identity] = {}
         # Files being put in place (complete, renamed or about to be, directory not yet synced):
         # already ours, so the watcher never takes our own save for another program's change.
@@ -123,9 +150,12 @@ class SessionStore:
         data = snapshot.encode(session, seq)
         return self.save_encoded(session.id, data)
 
-    def save_encoded(self, session_id: str, data: bytes | Sequence[bytes]) -> SaveResult:
+    def save_encoded(
+        self, session_id: str, data: bytes | Sequence[bytes], policy: retention.RetentionPolicy | None = None
+    ) -> SaveResult:
         """Save bytes already produced by `snapshot.encode` or `snapshot.encode_captured` (encoding
-        may happen elsewhere)."""
+        may happen elsewhere); the generations kept are the session's `policy`'s (without one, the
+        `backups_kept` newest)."""
         path = self.layout.session_file(session_id)
         backup, quarantined = self._preserve_current(session_id, path)
         try:
@@ -137,7 +167,9 @@ class SessionStore:
             self._placing.pop(session_id, None)
         result = SaveResult(path=path, identity=identity, backup=backup, quarantined=quarantined)
         if backup is not None:
-            result.removed_backups = self.rotate(session_id, keep_newest=backup)
+            result.removed_backups = self.rotate(session_id, keep_newest=backup, policy=policy)
+            if self.compress_backups:
+                result.compressed = self.compress_older(session_id)
         return result
 
     def _preserve_current(self, session_id: str, path: Path) -> tuple[Path | None, Path | None]:
@@ -175,6 +207,87 @@ class SessionStore:
             known.append(made)  # the newest name: the list stays oldest first
         return target, None
 
+    def compress_older(self, session_id: str) -> dict[int, int]:
+        """Step 4 of a save: compress every generation but the newest that is plain. Returns
+        the compressed files' inodes with their sequences. Never raises: a generation that cannot
+        be compressed now stays plain (valid) and is tried again at the next save."""
+        made: dict[int, int] = {}
+        generations = self.generations(session_id)
+        for backup in generations[:-1]:
+            if backup.compressed:
+                continue
+            try:
+                done = self.compress(backup)
+            except DocpilotError as exc:
+                log.warning("backup %s stays uncompressed for now: %s", backup.name, exc)
+                continue
+            if done is None:
+                continue
+            compressed, ino, seq = done
+            made[ino] = seq
+            known = self._generations.get(session_id)
+            if known is not None:
+                self._generations[session_id] = [compressed if g == backup else g for g in known]
+        return made
+
+    def compress(self, backup: backups.Backup) -> tuple[backups.Backup, int, int] | None:
+        """Replace a plain generation with its compressed copy (see step 4 in the module
+        docstring): the new Backup, the compressed file's inode and the sequence it holds; None
+        when the plain file is gone. StorageError when it could not be done (the plain file is
+        then still there, and a compressed file that does not read back is removed)."""
+        plain_path = backup.path
+        try:
+            data = self.ops.read_bytes(plain_path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise storage_error(exc, f"reading {backup.name}") from exc
+        target = backup.directory / backups.compressed_name(backup.name)
+        existing = self._content_of(target) if backup.twin is not None else None
+        if existing is not None and existing != data and snapshot.decode(existing).usable and not snapshot.decode(data).usable:
+            # Both forms were left, and the plain one was damaged since: the compressed one is
+            # the generation (never overwritten with the damage), the plain one goes to quarantine.
+            quarantine.move(self.ops, self.layout.quarantine, plain_path, "damaged; its compressed copy is intact")
+            data = existing
+        else:
+            if existing != data:  # else the compressed copy is already complete and right
+                packed = compression.compress(data)
+                write_atomic(self.ops, target, packed)
+                try:
+                    back = self.ops.read_bytes(target)
+                except OSError:
+                    back = b""
+                if back != packed or not compression.holds(packed, data):
+                    try:
+                        self.ops.unlink(target)
+                    except OSError:
+                        pass  # listed as the plain file's twin: replaced by the next attempt
+                    raise StorageError(f"compressing {backup.name}: it does not read back as the same bytes")
+            try:
+                self.ops.unlink(plain_path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                # Both are there: one generation (see backups), compressed again at the next save.
+                raise storage_error(exc, f"removing {backup.name} once compressed") from exc
+            # No directory fsync: a crash that undoes the unlink leaves both files, which is allowed.
+        try:
+            ino = self.ops.stat(target).st_ino
+        except OSError as exc:
+            raise storage_error(exc, f"examining {target.name}") from exc
+        seq = snapshot.seq_from_tail(data[-snapshot.TAIL_BYTES :])
+        if seq is None:
+            decoded = snapshot.decode(data)
+            seq = decoded.seq if decoded.session is not None else 0
+        return backup._replace(name=target.name, twin=None), ino, seq
+
+    def _content_of(self, path: Path) -> bytes | None:
+        """The decompressed content of a compressed file, None when it cannot be had."""
+        try:
+            return compression.decompress(self.ops.read_bytes(path))[0]
+        except OSError:
+            return None
+
     def generations(self, session_id: str) -> list[backups.Backup]:
         """The session's backups, oldest first: listed from backups/ the first time (regular files
         of the data root's owner), then kept as this store makes and rotates them. Another part
@@ -202,7 +315,7 @@ class SessionStore:
         if session_id not in self._named_after:
             existing = backups.for_session(self.ops, self.layout.backups, session_id, self.owner_uid)
             self._named_after[session_id] = existing[-1].ns if existing else 0
-        ns = max(time.time_ns(), self._last_backup_ns + 1, self._named_after[session_id] + 1)
+        ns = max(self.clock(), self._last_backup_ns + 1, self._named_after[session_id] + 1)
         self._last_backup_ns = ns
         return self.layout.backups / backups.backup_name(session_id, ns)
 
@@ -221,8 +334,12 @@ class SessionStore:
         finally:
             self.ops.close(fd)
 
-    def rotate(self, session_id: str, keep_newest: Path | None = None) -> list[Path]:
-        """Remove the oldest generations beyond `backups_kept`; never `keep_newest`.
+    def rotate(
+        self, session_id: str, keep_newest: Path | None = None, policy: retention.RetentionPolicy | None = None
+    ) -> list[Path]:
+        """Remove the generations `policy` does not keep (domain/retention.py: the newest always
+        stays, and one is removed only when a newer one is kept), or without a policy those beyond
+        the `backups_kept` newest; never `keep_newest` (the one this save made).
 
         Generations that are hard links of one file count once (they are one generation).
         """
@@ -237,19 +354,30 @@ class SessionStore:
                 continue
             (duplicates if ino in seen else distinct).append(backup)
             seen.add(ino)
-        doomed = distinct[self.backups_kept :] + [d for d in duplicates if d.path != keep_newest]
+        if policy is None:
+            doomed = distinct[self.backups_kept :]
+        else:
+            now = self.clock()
+            plan = retention.plan(
+                (retention.Generation(b.ns, True, b.name) for b in distinct), policy, now,
+                tz_offset_seconds=local_offset(now),
+            )
+            removed_names = {g.name for g in plan.remove}
+            doomed = [b for b in distinct if b.name in removed_names]
+        doomed += [d for d in duplicates if d.path != keep_newest]
         removed: list[Path] = []
         for backup in doomed:
             if backup.path == keep_newest:
                 continue
-            try:
-                self.ops.unlink(backup.path)
-                removed.append(backup.path)
-            except FileNotFoundError:
-                removed.append(backup.path)  # gone already: not a generation any more
-            except OSError as exc:
-                self.forget_generations(session_id)
-                raise storage_error(exc, f"removing old backup {backup.name}") from exc
+            for path in reversed(backup.paths):  # a twin first: the plain file is the generation
+                try:
+                    self.ops.unlink(path)
+                except FileNotFoundError:
+                    pass  # gone already: not a generation any more
+                except OSError as exc:
+                    self.forget_generations(session_id)
+                    raise storage_error(exc, f"removing old backup {path.name}") from exc
+            removed.append(backup.path)
         if session_id in self._generations:
             gone = set(removed)
             self._generations[session_id] = [g for g in generations if g.path not in gone]
@@ -278,16 +406,31 @@ class SessionStore:
             return snapshot.Decoded(None, problem="file not found")
         except OSError as exc:
             return snapshot.Decoded(None, problem=f"cannot read: {exc.strerror or exc}")
+        if path.name.endswith(backups.COMPRESSED_SUFFIX):
+            plain, problem = compression.decompress(data)
+            if plain is None:
+                return snapshot.Decoded(None, problem=f"compressed backup: {problem}")
+            data = plain
         return snapshot.decode(data, expected_id, trust_finished)
 
     def read_seq(self, path: Path) -> int:
         """The journal sequence a snapshot or backup file contains, 0 when it has none or cannot
         be read. Read from the file's last bytes when they hold our field (see
-        `snapshot.seq_from_tail`), else from the decoded file."""
-        try:
-            seq = snapshot.seq_from_tail(self.ops.read_tail(path, snapshot.TAIL_BYTES))
-        except OSError:
-            return 0
+        `snapshot.seq_from_tail`; of a compressed generation, from the end of its content), else
+        from the decoded file."""
+        if path.name.endswith(backups.COMPRESSED_SUFFIX):
+            # A zstd frame has no readable tail: decompressed keeping only the end (once per file:
+            # the engine keeps the sequence by inode, and is told it for those its saves compress).
+            try:
+                end = compression.tail(self.ops.read_bytes(path), snapshot.TAIL_BYTES)
+            except OSError:
+                return 0
+            seq = snapshot.seq_from_tail(end) if end is not None else 0
+        else:
+            try:
+                seq = snapshot.seq_from_tail(self.ops.read_tail(path, snapshot.TAIL_BYTES))
+            except OSError:
+                return 0
         if seq is None:
             decoded = self.read(path)
             seq = decoded.seq if decoded.session is not None else 0

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docpilotd.storage import compression
 from tests.daemon_harness import Daemon
 
 
@@ -19,14 +20,18 @@ def forms(secret: str) -> set[bytes]:
 
 
 def every_file(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` (journal, snapshots, backups, quarantine, spool...)."""
+    """Every regular file under `root` (journal, snapshots, backups, quarantine, spool...); a
+    compressed backup generation as its content too (what it holds is on the disk)."""
     found: dict[str, bytes] = {}
     for path in sorted(root.rglob("*")):
         # The daemon may remove a file between the listing and the read (a spool file it has
         # finished with): a file that is gone holds nothing any more.
         try:
             if stat.S_ISREG(path.lstat().st_mode):
-                found[str(path.relative_to(root))] = path.read_bytes()
+                data = path.read_bytes()
+                if ".json.zst" in path.name:
+                    data += compression.readable_part(data)
+                found[str(path.relative_to(root))] = data
         except FileNotFoundError:
             continue
     return found

@@ -210,12 +210,13 @@ def test_a_pattern_that_also_matches_json_keys_never_damages_a_backup(daemon: Da
     result = daemon.call("redact", session=sid, pattern="n")
     assert result["replaced"] > 0
     # Every backup still decodes, and the oldest can be restored.
-    from docpilotd.storage import snapshot
+    from docpilotd.paths import layout_for
+    from docpilotd.storage.store import SessionStore
 
     generations = daemon.call("backups", session=sid)["backups"]
     assert len(generations) >= 3
-    for backup in generations:
-        decoded = snapshot.decode((daemon.backups_dir / backup["name"]).read_bytes(), sid)
+    for backup in generations:  # older ones compressed: read as the daemon reads them
+        decoded = SessionStore(layout_for(daemon.home)).read(daemon.backups_dir / backup["name"], sid)
         assert decoded.usable, (backup["name"], decoded.problem)
     assert daemon.call("restore", session=sid, backup=generations[-1]["name"])["id"] == sid
     daemon.kill9()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from docpilotd.storage import snapshot
 from tests.daemon_harness import Daemon, DaemonFactory, wait_for
 
@@ -89,3 +91,29 @@ def test_save_stop_and_shutdown_write_large_sessions_at_once(daemons: DaemonFact
     assert _snapshot_seq(d, large) < last
     assert d.terminate() == 0
     assert _snapshot_seq(d, large) == last, "shutdown leaves sessions/ complete for DocPilot"
+
+
+def test_a_policy_schedule_makes_generations_of_a_large_session_sooner(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A large changed session waits for `autosave_max_age` (its journal not worth compacting
+    yet), unless its backup policy's `schedule_seconds` asks for a generation sooner."""
+    from docpilotd.config import POLICY_SETTING, Config, NamedPolicy
+    from docpilotd.paths import Layout
+    from docpilotd.runtime.engine import Engine
+    from docpilotd.storage.store import SessionStore
+    from tests.conftest import build_session
+
+    layout = Layout(root=tmp_path / "home", run_dir=tmp_path / "home" / "run")
+    layout.ensure()
+    config = Config(autosave_small_mb=0.0, autosave_max_age=3600.0,
+                    policies={"hourly": NamedPolicy(schedule_seconds=3600), "often": NamedPolicy(schedule_seconds=120)})
+    engine = Engine(config, SessionStore(layout))
+    entry = engine.new_entry("s")
+    session = build_session()
+    entry.snapshot_bytes, entry.journal_bytes = 10_000_000, 1000  # large, little journal
+    now = 1000.0
+    for chosen, age, due in (("hourly", 200, False), ("often", 119, False), ("often", 121, True),
+                             ("hourly", 3601, True)):
+        meta = msgspec.structs.replace(session.metadata, settings={POLICY_SETTING: chosen})
+        entry.session = msgspec.structs.replace(session, metadata=meta)
+        entry.snapshot_mono = now - age
+        assert engine.due(entry, now) is due, (chosen, age)

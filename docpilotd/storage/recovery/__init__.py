@@ -11,7 +11,9 @@ what belongs to no session) without changing anything; `execute` carries a plan 
 
 For each session id found in `sessions/` or `backups/`, the candidates are tried in order:
   1. `sessions/{id}.json` when it decodes, validates and its checksum (if any) matches;
-  2. backups, newest first, on the same terms;
+  2. backups, newest first, on the same terms (a compressed one, `.json.zst`, decompressed first,
+     never past `compression.MAX_DECOMPRESSED_BYTES`; a generation that has both forms after an
+     interrupted compression: the plain file, then the compressed one);
   3. leftover temp files of an interrupted save (DocPilot's `{id}.tmp` among them);
   4. a last resort: any copy that decodes and validates but whose checksum disagrees.
 The first usable one is the source. With repair: an unusable main file goes to quarantine, the

@@ -237,11 +237,13 @@ def plan_session(
     elif main is None and newest_first:
         findings.append(Finding("missing", f"{relative(store, main_path)}: missing"))
     if source is None or check_backups:
-        for backup in newest_first:
-            candidate = _Candidate(backup.path, "backup", store.read(backup.path, session_id))
+        # A generation is plain or compressed (store.read decompresses); one that has both (an
+        # interrupted compression) is tried plain first, then compressed: two copies of it.
+        for path in (path for backup in newest_first for path in backup.paths):
+            candidate = _Candidate(path, "backup", store.read(path, session_id))
             examined.append(candidate)
             if not candidate.decoded.usable:
-                findings.append(Finding("unusable", f"{relative(store, backup.path)}: {_why(candidate.decoded)}"))
+                findings.append(Finding("unusable", f"{relative(store, path)}: {_why(candidate.decoded)}"))
             elif source is None:
                 source = candidate
     temps = [_Candidate(p, "temp", store.read(p, session_id)) for p in files.temps]

@@ -8,6 +8,11 @@ thousands): names are kept, and `files_of` makes the paths of one session when i
 With `with_stats` (start-up), the session files' lstat comes from the directory listing itself
 (scandir), for the manifest's identity check (see storage.manifest).
 
+Backups are listed in both forms (`backups.scan_entries`: a plain generation and its compressed
+twin are one). A temp file that an interrupted compression of a generation left in `backups/`
+(`.tmp-{backup name}.zst.{random}.tmp`) is a loose temp (quarantined by repair): the plain
+generation it was made from is still there, since that is removed only after the rename.
+
 Invariants: nothing is opened here, only listed (lstat kinds from the directory itself); a name
 that is not docpilotd's is "ignored" (reported, left alone); an entry with one of our names that
 cannot be one of our files (not a regular file, a name that is not UTF-8 text) is a stray, except
@@ -127,7 +132,11 @@ def scan(store: SessionStore, with_stats: bool = False) -> Listing:
                 main_stats[session_id] = stats[name]
     by_session, junk, backup_strays = backups.scan_entries(ops, layout.backups)
     ids.update(by_session)
-    other.extend(f"ignored: backups/{display_name(name)} is not a backup file" for name in junk)
+    for name in junk:
+        if backup_temp(name):
+            loose_temps.append(layout.backups / name)
+        else:
+            other.append(f"ignored: backups/{display_name(name)} is not a backup file")
     strays.extend((layout.backups / name, why) for name, why in backup_strays)
     ids.update(temps)
     segment_stats: dict[str, os.stat_result] = {}
@@ -149,6 +158,17 @@ def scan(store: SessionStore, with_stats: bool = False) -> Listing:
             strays.append((path, why))
     return Listing(sorted(ids), mains, temps, loose_temps, other, by_session, segments, layout.journal, sessions_dir, sorted(strays),
                    main_stats, segment_stats)
+
+
+def backup_temp(name: str) -> bool:
+    """Whether a name in backups/ is the temp file of a compressed generation being written
+    (`atomic.temp_path_for` of a `.json.zst` backup name). Moved to quarantine as it is, like
+    the temp files of sessions/ that no session owns."""
+    if not (name.startswith(TEMP_PREFIX) and is_temp_name(name) and is_text_name(name)):
+        return False
+    inner, _, _ = name[len(TEMP_PREFIX) :].rpartition(".")  # without ".tmp"
+    inner, _, _ = inner.rpartition(".")  # without the random part
+    return inner.endswith(backups.COMPRESSED_SUFFIX) and backups.parse_name(Path("."), inner) is not None
 
 
 def temp_owner(name: str) -> str | None:
