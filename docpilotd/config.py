@@ -65,6 +65,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # --policy NAME`, `docpilot policy NAME`) or gets by one of its tags (domain/retention.py).
     retention: RetentionPolicy = msgspec.field(default_factory=RetentionPolicy)
     policies: dict[PolicyName, NamedPolicy] = msgspec.field(default_factory=dict)
+    # Backups, journal and quarantine together (runtime/quota.py); 0: no quota. When over, backups
+    # are pruned down to each policy's keep_last; live data is never refused.
+    max_storage_mb: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 0.0
+    quota_check_interval: PositiveSeconds = 60.0  # how often (after an autosave) the quota is checked
+    # Start-up recovery (storage/recovery): which valid copy a session is recovered from
+    # ("newest_valid", or "most_complete": the most commands + annotations after journal replay),
+    # and what a damaged session does ("quarantine" its damaged files and continue, or "offline":
+    # left as it is, not loaded, until `docpilotd fsck --repair`).
+    recovery_prefer: Literal["newest_valid", "most_complete"] = "newest_valid"
+    recovery_damage: Literal["quarantine", "offline"] = "quarantine"
     durability: Durability = "always"
     batch_window_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     rescan_interval: PositiveSeconds = 60.0

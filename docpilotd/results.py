@@ -110,6 +110,18 @@ class SpoolBacklog(TypedDict):
     bytes: int
 
 
+class StorageQuota(TypedDict):
+    """`max_storage_mb` and what backups, journal and quarantine use (runtime/quota.py)."""
+
+    limit_mb: float
+    used_mb: float
+    backups_mb: float
+    journal_mb: float
+    quarantine_mb: float
+    over: bool  # still over after pruning backups to each policy's minimum
+    pruned: int  # generations the last check removed
+
+
 class DaemonStatus(TypedDict):
     pid: int
     version: str
@@ -121,6 +133,7 @@ class DaemonStatus(TypedDict):
     sessions: int
     log: NotRequired[str]  # the log file, or where standard error goes (runtime/logplace.py)
     spool: NotRequired[SpoolBacklog]
+    storage: NotRequired[StorageQuota]  # with a quota set, as of its last check
 
 
 class Status(TypedDict):

@@ -231,6 +231,16 @@ class Doctor:
                      f"({listed})", "free disk space or fix what the log names; 'docpilot status' shows when it is over")
         else:
             self.add("daemon", OK, what)
+        storage = d.get("storage")
+        if storage and storage["over"]:
+            self.add("storage", WARN, f"backups, journal and quarantine use {storage['used_mb']:.1f} MB, over the "
+                     f"{storage['limit_mb']:.1f} MB of max_storage_mb even with backups pruned to each policy's "
+                     f"keep_last (backups {storage['backups_mb']:.1f}, journal {storage['journal_mb']:.1f}, quarantine "
+                     f"{storage['quarantine_mb']:.1f} MB)",
+                     "raise max_storage_mb, lower keep_last, or remove sessions (docpilot purge, docpilot cleanup) "
+                     "or quarantine files you have looked at")
+        elif storage:
+            self.add("storage", OK, f"{storage['used_mb']:.1f} MB of the {storage['limit_mb']:.1f} MB quota")
 
     def check_version(self) -> None:
         if self.hello is None:

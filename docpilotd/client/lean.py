@@ -290,6 +290,11 @@ def show_status(result: Status) -> None:
     spool = d.get("spool")
     if spool and spool["bytes"]:
         print(f"spool: {spool['bytes']} bytes of commands in {spool['files']} file(s) not read yet")
+    storage = d.get("storage")
+    if storage:
+        state = "OVER QUOTA" if storage["over"] else "quota"
+        print(f"storage: {storage['used_mb']:.1f} MB of {storage['limit_mb']:.1f} MB ({state}; backups "
+              f"{storage['backups_mb']:.1f}, journal {storage['journal_mb']:.1f}, quarantine {storage['quarantine_mb']:.1f})")
     for sid, why in d["degraded"].items():
         print(f"DEGRADED {sid}: {why}")
     s = result["session"]

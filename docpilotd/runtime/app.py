@@ -49,6 +49,7 @@ from .autosave import Autosave
 from .capture import Markers, Spool
 from .engine import Engine
 from .handlers import Context
+from .quota import Quota
 from .search import Indexer
 from .server import Server
 from .watcher import Watcher
@@ -156,7 +157,18 @@ class App:
         self.watcher = Watcher(engine, self.config.rescan_interval, self.spool)
         self.watcher.start()
         engine.on_directories_restored = self.watcher.directories_restored_threadsafe
-        self.autosave = Autosave(self.config.autosave_interval, engine.autosave)
+        quota = Quota(engine)
+        ctx.quota = quota
+
+        async def autosave_then_quota() -> int:
+            written = await engine.autosave()
+            try:
+                await quota.maybe_check()
+            except Exception:  # pragma: no cover - a bug; it must not stop autosave
+                log.exception("storage quota check failed")
+            return written
+
+        self.autosave = Autosave(self.config.autosave_interval, autosave_then_quota)
         self.autosave.start()
         # An inherited socket's path belongs to the service manager: the server must not unlink it.
         self.server = Server(ctx, self.config.limits, self.layout.socket, owns_path=inherited is None)

@@ -47,7 +47,7 @@ from ..domain.changes import Change
 from ..domain.model import Session, is_live, state_name
 from ..domain.retention import RetentionPolicy
 from ..domain.validate import MIN_ID_PREFIX, canonical_prefix, canonical_uuid
-from ..errors import AmbiguousId, DocpilotError, NotDurable, SessionNotFound, StorageError, UsageError
+from ..errors import AmbiguousId, DocpilotError, NotDurable, SessionNotFound, SessionOffline, StorageError, UsageError
 from ..results import SessionSummary
 from ..storage import journal, quarantine, snapshot
 from ..storage.journal import SegmentWriter
@@ -191,6 +191,9 @@ class Engine:
         self._ready: list[Entry] = []
         self._flusher: asyncio.Task[None] | None = None
         self.degraded: dict[str, str] = {}
+        # Sessions start-up recovery kept offline (recovery_damage = "offline"): id -> why. Not in
+        # `entries`: a request naming one is refused (SessionOffline), nothing adopts or makes it.
+        self.offline: dict[str, str] = {}
         self._seq_by_inode: dict[int, int] = {}
         self._sync_task: asyncio.Task[None] | None = None
         self._unsynced: set[str] = set()
@@ -244,6 +247,7 @@ class Engine:
         if session_id:
             entry = self.entries.get(session_id) or self.entries.get(canonical_uuid(session_id))
             if entry is None:
+                self.refuse_offline(session_id)
                 return self._by_prefix(session_id)
             return entry
         if not self._live:
@@ -280,6 +284,9 @@ class Engine:
                              "of it (see 'docpilot sessions')")
         matches = [e for key, e in self.entries.items() if key.replace("-", "").startswith(wanted)]
         if not matches:
+            offline = [sid for sid in self.offline if sid.replace("-", "").startswith(wanted)]
+            if len(offline) == 1:
+                self.refuse_offline(offline[0])
             raise SessionNotFound(f"no session {given.strip()!r} (see 'docpilot sessions')")
         if len(matches) > 1:
             matches.sort(key=_recency, reverse=True)
@@ -477,6 +484,21 @@ class Engine:
         entry.dirty = True
         await self.checkpoint(entry)
 
+    async def trim(self, entry: Entry) -> None:
+        """Trim the session's journal now (its generations were removed by another part: the
+        storage quota), as a checkpoint would after its snapshot."""
+        if entry.checkpoint_seq < 0:
+            return  # no snapshot of this run yet: the next checkpoint trims
+
+        def trim() -> None:
+            try:
+                self._trim(entry, entry.checkpoint_seq)
+            except (DocpilotError, OSError) as exc:  # harmless: the next checkpoint trims
+                log.warning("session %s: journal not trimmed: %s", entry.session_id, exc)
+
+        async with entry._snapshot_lock:
+            await self.in_pool_exclusive(entry, trim)
+
     async def in_pool_exclusive(self, entry: Entry, fn: Callable[[], _T]) -> _T:
         """Run `fn` in the I/O pool while no change of the session is written."""
         async with entry._io_lock:
@@ -486,7 +508,17 @@ class Engine:
         if self.on_state_change is not None:
             self.on_state_change()
 
+    def refuse_offline(self, session_id: str) -> None:
+        """Raise SessionOffline when `session_id` (any spelling) names a session kept offline."""
+        if self.offline:
+            for sid in (session_id, canonical_uuid(session_id)):
+                if sid in self.offline:
+                    raise SessionOffline(
+                        f"session {sid} is offline: a file of it is damaged ({self.offline[sid]}); its files are "
+                        "left as they are: stop docpilotd, run 'docpilotd fsck --repair', and start it again")
+
     def new_entry(self, session_id: str) -> Entry:
+        self.refuse_offline(session_id)  # never written over: its files wait for a repair
         entry = Entry(session_id, None, 0, None)  # not created yet: no summary until its first change applies
         entry.started_ns = time.time_ns()
         self.entries[session_id] = entry

@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -65,6 +65,10 @@ Handler = Callable[[Any, "Context"], Awaitable[Any]]
 log = logging.getLogger("docpilotd.handlers")
 
 
+class StorageQuotaSource(Protocol):
+    state: results.StorageQuota | None
+
+
 class Context:
     """What handlers share: the engine, the last recovery report, the redaction rules and the
     shell spool (set by the app once it exists)."""
@@ -78,6 +82,7 @@ class Context:
         self.spool: Spool | None = None
         self.config_file: str | None = None  # --config, when the daemon was given one (set by the app)
         self.search: Indexer | None = None  # the search index (set by the app)
+        self.quota: StorageQuotaSource | None = None  # the storage quota's last check (set by the app)
 
     def templates_dir(self) -> Path:
         """Where the user's own document templates are (see render.templates.user_dir)."""
@@ -247,6 +252,8 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
     }
     if ctx.spool is not None:
         result["daemon"]["spool"] = ctx.spool.backlog()
+    if ctx.quota is not None and ctx.quota.state is not None:
+        result["daemon"]["storage"] = ctx.quota.state
     try:
         entry: Entry | None = engine.resolve(req.session)
     except Exception:
