@@ -284,6 +284,9 @@ class Backup(TypedDict):
     commands: NotRequired[int | None]
     annotations: NotRequired[int | None]
     problem: NotRequired[str | None]
+    # Why the session's backup policy keeps it now (`last`, `hourly 2026-11-30 14h`, `daily ...`):
+    # empty when the next rotation would remove it.
+    kept_for: NotRequired[list[str]]
 
 
 class Backups(TypedDict):

@@ -725,7 +725,9 @@ def _show_backups(result: results.Backups) -> None:
             held = f"unreadable: {b.get('problem')}"
         else:  # an older daemon: it does not say
             held = b["time"]
-        print(f"{b['name']}  {ago(b['time']):>12}  {held}  {size(b['size'])}")
+        why = b.get("kept_for")
+        kept = "" if why is None else f"  kept: {', '.join(why)}" if why else "  (goes at the next rotation)"
+        print(f"{b['name']}  {ago(b['time']):>12}  {held}  {size(b['size'])}{kept}")
 
 
 def _show_saved(result: results.Saved) -> None:

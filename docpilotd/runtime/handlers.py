@@ -31,7 +31,7 @@ import msgspec
 from .. import __version__, paths, results
 from .. import protocol as p
 from ..config import POLICY_SETTING
-from ..domain import changes, timestamps
+from ..domain import changes, retention, timestamps
 from ..domain.invocation import runs_itself
 from ..domain.model import Annotation, Session, SessionMetadata, is_live, state_name
 from ..domain.validate import MIN_ID_PREFIX, canonical_prefix, canonical_uuid
@@ -54,6 +54,7 @@ from ..render.view import Options as DocumentOptions
 from ..storage import backups, maintenance, point_in_time, snapshot
 from ..storage.maintenance import CleanupResult, StorageStats
 from ..storage.recovery import RecoveryReport
+from ..storage.store import local_offset
 from . import clock, logplace, policies, privacy
 from .capture.recorder import Recorder
 from .capture.spool import Spool
@@ -446,12 +447,18 @@ async def save(req: p.Save, ctx: Context) -> results.Saved:
 async def backups_(req: p.Backups, ctx: Context) -> results.Backups:
     entry = ctx.engine.resolve_latest(req.session)
     found: list[maintenance.BackupInfo] = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
-    return {
-        "session": entry.session_id,
-        # What a generation holds, or why it cannot be read: the fields that apply (as BackupInfo
-        # encodes itself: omit_defaults).
-        "backups": [cast(results.Backup, msgspec.to_builtins(info)) for info in found],
-    }
+    listed = [cast(results.Backup, msgspec.to_builtins(info)) for info in found]
+    # Why each is kept: the session's policy, as the next rotation will apply it.
+    policy = ctx.engine.policy_for(await ctx.engine.full_session(entry))
+    generations = ctx.engine.store.generations(entry.session_id)
+    plan = retention.plan((retention.Generation(g.ns, True, g.name) for g in generations), policy, time.time_ns(),
+                          tz_offset_seconds=local_offset(time.time_ns()))
+    reasons = {kept.generation.name: list(kept.reasons) for kept in plan.keep}
+    for backup in listed:
+        backup["kept_for"] = reasons.get(backup["name"], [])
+    # What a generation holds, or why it cannot be read: the fields that apply (as BackupInfo
+    # encodes itself: omit_defaults).
+    return {"session": entry.session_id, "backups": listed}
 
 
 async def restore(req: p.Restore, ctx: Context) -> results.Restored:

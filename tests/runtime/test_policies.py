@@ -109,3 +109,22 @@ def test_a_policy_added_on_sighup_can_be_chosen(d: Daemon) -> None:
     d.send_signal(signal.SIGHUP)
     wait_for(lambda: "nightly" in _policy(d, "--session", sid)["available"], what="the reloaded config")
     assert _policy(d, "nightly", "--session", sid)["rules"]["keep_daily"] == 60
+
+
+def test_backups_say_why_each_generation_is_kept(d: Daemon) -> None:
+    sid = d.call("start", description="why kept", policy="scratch")["id"]
+    for n in range(4):
+        d.call("record", session=sid, command=f"c{n}", exit_code=0, cwd="/w")
+        d.call("save")
+    listed = d.client_json("backups", "--session", sid)["backups"]
+    assert len(listed) == 1  # scratch keeps the last one only
+    assert listed[0]["kept_for"][:2] == ["newest", "last"]
+    _policy(d, "important", "--session", sid)
+    for n in range(3):
+        d.call("record", session=sid, command=f"d{n}", exit_code=0, cwd="/w")
+        d.call("save")
+    listed = d.client_json("backups", "--session", sid)["backups"]
+    assert len(listed) == 4 and all("last" in b["kept_for"] for b in listed)
+    assert listed[0]["name"].endswith(".json") and all(b["name"].endswith(".json.zst") for b in listed[1:])
+    rc, out, _ = d.client("backups", "--session", sid)
+    assert rc == 0 and "kept: newest, last, hourly" in out
