@@ -13,8 +13,10 @@ exits with). Codes and exit codes never change meaning once released; add new cl
     ├── DaemonStillRunning             still_running        3
     ├── SessionNotFound                no_such_session      4
     ├── BackupNotFound                 no_such_backup       4
+    │   └── PointNotAvailable          no_such_point        4
     ├── AnnotationNotFound             no_such_annotation   4
     ├── DataRootNotFound               no_data_root         4
+    ├── SessionOffline                 session_offline      7
     ├── InvalidTransition              invalid_transition   5
     ├── InvalidSession                 invalid_session      6
     ├── SessionExists                  session_exists       6
@@ -107,6 +109,14 @@ class DataRootNotFound(DocpilotError):
 
     code = "no_data_root"
     exit_code = 4
+
+
+class SessionOffline(DocpilotError):
+    """A session start-up recovery kept offline (recovery_damage = "offline"): one of its files is
+    damaged, so it is not loaded and its files are left as they are until a repair decides."""
+
+    code = "session_offline"
+    exit_code = 7
 
 
 class BackupNotFound(DocpilotError):
