@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, str] = {
     "redaction": "redaction",
     "backups": "backups",
     "point_in_time": "point_in_time",
+    "scrub": "scrub",
 }
 
 

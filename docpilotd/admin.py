@@ -4,6 +4,7 @@
     docpilotd stop [--timeout SECONDS] [--home DIR]              stop the running daemon (and wait for it)
     docpilotd config [--json] [--config FILE] [--home DIR] [...] the effective configuration and its sources
     docpilotd fsck [--repair] [--reindex] [--json] [--home DIR]  check (and repair) the data root and search index
+    docpilotd fsck --scrub [--repair] [--json] [--home DIR]      read and check every backup and journal segment
     docpilotd service install [--socket] | uninstall | status   run it as a systemd/launchd user service
 
 Every DocpilotError becomes one line on stderr and its exit code (an OSError that no layer turned
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument("--json", action="store_true", help="print the report as JSON")
     fsck.add_argument("--reindex", action="store_true",
                       help="build the search index anew from the sessions (implies --repair)")
+    fsck.add_argument("--scrub", action="store_true",
+                      help="read and check every backup generation and journal segment (bit rot); with "
+                           "--repair, replace a damaged generation from a good copy")
 
     service = sub.add_parser("service", help="run docpilotd as a user service (systemd or launchd)")
     actions = service.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "config":
             return show_config(args)
         cfg = load_config(args)
+        if args.verb == "fsck" and args.scrub:
+            return fsck_scrub(cfg, repair=args.repair, as_json=args.json)
         if args.verb == "fsck":
             return fsck(cfg, repair=args.repair or args.reindex, as_json=args.json, reindex=args.reindex)
         if args.verb == "service":
@@ -184,7 +190,9 @@ def fsck(cfg: config_mod.Config, repair: bool, as_json: bool, reindex: bool = Fa
     try:
         store = SessionStore(layout, backups_kept=cfg.retention.keep_last)
         misspelled = spelling.normalize(store, repair=repair)
-        report, recovered = recover_all(store, repair=repair, check_backups=True)
+        # The copy preferred as the daemon would; damage is always repaired (what brings a
+        # session the daemon kept offline back at its next start).
+        report, recovered = recover_all(store, repair=repair, check_backups=True, prefer=cfg.recovery_prefer)
         report.other.extend(misspelled)
         index = search_index_state(layout, recovered, repair, reindex)
     finally:
@@ -201,6 +209,49 @@ def fsck(cfg: config_mod.Config, repair: bool, as_json: bool, reindex: bool = Fa
     if repair:
         return 0 if report.clean_after_repair else 1
     return 0 if report.healthy else 1
+
+
+def fsck_scrub(cfg: config_mod.Config, repair: bool, as_json: bool) -> int:
+    """`docpilotd fsck --scrub`: every retained generation and journal segment read and checked
+    (storage/scrubbing.py), one line per problem and the totals; `--repair` repairs, holding the
+    data lock as `fsck --repair` does. Exit 1 when a problem was found (after --repair: when one
+    was not repaired from a good copy)."""
+    from .errors import DataRootNotFound
+    from .storage import scrubbing
+    from .storage.lock import DataLock
+    from .storage.store import SessionStore
+
+    layout = layout_for(cfg.home)
+    if not layout.root.is_dir():
+        raise DataRootNotFound(f"no data root at {layout.root}: nothing to scrub (is DOCPILOT_HOME or data_dir right?)")
+    lock: DataLock | None = None
+    if repair:
+        lock = DataLock(layout.lock)
+        lock.acquire(purpose="repair (stop the daemon first: it scrubs on its own schedule)")
+    try:
+        store = SessionStore(layout)
+        report = scrubbing.scrub(store, repair_found=repair)
+        if repair:
+            scrubbing.save_last(store.ops, layout, scrubbing.summary(report))
+    finally:
+        if lock is not None:
+            lock.release()
+    remaining = [p for p in report.problems if not p.repaired] if repair else report.problems
+    if as_json:
+        payload = {"root": str(layout.root), "repair": repair, "files": report.files, "bytes": report.bytes,
+                   "seconds": round(report.seconds, 3), "mb_per_s": round(report.mb_per_s, 1),
+                   "problems": msgspec.to_builtins(report.problems), "healthy": not remaining}
+        sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
+    else:
+        mode = "repair" if repair else "check only, nothing changed"
+        print(f"docpilotd fsck --scrub: {layout.root} ({mode})")
+        for problem in report.problems:
+            print(f"  {report.line(problem)}")
+        verdict = "no bit rot found" if not report.problems else (
+            "every problem repaired" if not remaining else
+            "problems remain" if repair else "problems found (run 'docpilotd fsck --scrub --repair')")
+        print(f"{report.totals()}; {verdict}")
+    return 1 if remaining else 0
 
 
 def search_index_state(layout: Any, recovered: dict[str, Any], repair: bool, reindex: bool) -> dict[str, Any]:
@@ -248,7 +299,7 @@ def search_index_state(layout: Any, recovered: dict[str, Any], repair: bool, rei
 
 def print_report(report: Any) -> None:
     mode = "repair" if report.repair else "check only, nothing changed"
-    print(f"docpilotd fsck: {report.root} ({mode})")
+    print(f"docpilotd fsck: {report.root} ({mode}; recovery_prefer = {report.prefer})")
     counts: dict[str, int] = {}
     for s in report.sessions:
         counts[s.status] = counts.get(s.status, 0) + 1

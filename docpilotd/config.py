@@ -78,6 +78,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     durability: Durability = "always"
     batch_window_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     rescan_interval: PositiveSeconds = 60.0
+    # The scrub (storage/scrubbing.py): every this many days the daemon reads and checks every
+    # retained backup generation and journal segment, and replaces a damaged generation from a
+    # good copy; 0 never (`docpilotd fsck --scrub` still does it on demand).
+    scrub_interval_days: Annotated[float, msgspec.Meta(ge=0, le=3650)] = 7.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: str | None = None
     # Redaction of secrets before anything is stored (see docpilotd/domain/redaction.py).
@@ -123,7 +127,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 # Settings read once at start-up: a reload keeps the running value (and says so when it differs).
-RESTART_ONLY = frozenset({"data_dir", "log_file", "rescan_interval"})
+# (recovery_*: recovery runs at start-up; a reload would change nothing until the next one.)
+RESTART_ONLY = frozenset({"data_dir", "log_file", "rescan_interval", "recovery_prefer", "recovery_damage"})
 
 
 def reload_into(running: Config, fresh: Config) -> tuple[set[str], set[str]]:
@@ -151,6 +156,7 @@ ENVIRONMENT: dict[str, str] = {
     "DOCPILOT_DURABILITY": "durability",
     "DOCPILOT_BATCH_WINDOW_MS": "batch_window_ms",
     "DOCPILOT_RESCAN_INTERVAL": "rescan_interval",
+    "DOCPILOT_SCRUB_INTERVAL_DAYS": "scrub_interval_days",
     "DOCPILOT_LOG_LEVEL": "log_level",
     "DOCPILOT_LOG_FILE": "log_file",
     "DOCPILOT_OUTPUT_MAX_BYTES": "output_max_bytes",

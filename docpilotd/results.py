@@ -63,6 +63,13 @@ class SessionSummary(TypedDict):
     failed_commands: int
 
 
+class ListedSession(SessionSummary):
+    """One of `sessions`: `offline` (left out otherwise) says why start-up recovery kept it offline
+    (its state is then "Offline" and the rest is its best copy as found, read only)."""
+
+    offline: NotRequired[str]
+
+
 class LiveSession(TypedDict):
     id: str
     description: str
@@ -110,6 +117,18 @@ class SpoolBacklog(TypedDict):
     bytes: int
 
 
+class ScrubStatus(TypedDict):
+    """The last scrub (storage/scrubbing.py, runtime/scrubber.py): when it started, what it read,
+    the problems found and how many were repaired from a good copy."""
+
+    at: str
+    files: int
+    bytes: int
+    seconds: float
+    problems: int
+    repaired: int
+
+
 class StorageQuota(TypedDict):
     """`max_storage_mb` and what backups, journal and quarantine use (runtime/quota.py)."""
 
@@ -134,6 +153,8 @@ class DaemonStatus(TypedDict):
     log: NotRequired[str]  # the log file, or where standard error goes (runtime/logplace.py)
     spool: NotRequired[SpoolBacklog]
     storage: NotRequired[StorageQuota]  # with a quota set, as of its last check
+    scrub: NotRequired[ScrubStatus]  # the last scrub (left out: none yet)
+    offline: NotRequired[dict[str, str]]  # session id -> why start-up recovery kept it offline (left out: none)
 
 
 class Status(TypedDict):
@@ -311,6 +332,18 @@ class SessionRecovery(TypedDict):
     lost_window: str | None
 
 
+class OfflineRecovery(TypedDict):
+    """A session start-up recovery kept offline (storage.recovery.OfflineSession)."""
+
+    session_id: str
+    why: str
+    description: str
+    created_at: str
+    state: str | None
+    commands: int
+    annotations: int
+
+
 class Recovery(TypedDict):
     """`recovery`: the daemon's last start-up recovery (storage.recovery.RecoveryReport)."""
 
@@ -321,6 +354,9 @@ class Recovery(TypedDict):
     sessions: list[SessionRecovery]
     other: list[str]
     from_manifest: int  # finished sessions taken from the manifest's rows, not read (storage/manifest.py)
+    prefer: str  # recovery_prefer: "newest_valid" or "most_complete"
+    damage: str  # recovery_damage: "quarantine" or "offline" (fsck --repair: always "quarantine")
+    offline: list[OfflineRecovery]  # sessions kept offline, and why
 
 
 class Cleanup(TypedDict):

@@ -39,6 +39,7 @@ ROWS: dict[str, tuple[str, ...]] = {
     "redaction": ("redaction recall, token", "redaction recall, shell lines per", "redaction lookalikes", "redaction cost per"),
     "backups": ("backup bytes per session, 1,000 commands", "compressing one generation, 1,000 commands"),
     "point_in_time": ("restore --at, 20,000-command session", "restore --list-points, 20,000-command session"),
+    "scrub": ("scrub throughput vs a plain read of the same files", "longest request wait during the daemon's scheduled scrub"),
 }
 
 

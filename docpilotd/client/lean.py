@@ -228,6 +228,12 @@ _STATUS: dict[str, tuple[bool, Any]] = {
         "pid": (True, int), "version": (True, str), "uptime_s": (True, float), "durability": (True, str),
         "root": (True, str), "degraded": (True, ("map", str)), "live_sessions": (True, int), "sessions": (True, int),
         "log": (False, str), "spool": (False, {"files": (True, int), "bytes": (True, int)}),
+        "offline": (False, ("map", str)),
+        "storage": (False, {"limit_mb": (True, float), "used_mb": (True, float), "backups_mb": (True, float),
+                            "journal_mb": (True, float), "quarantine_mb": (True, float), "over": (True, bool),
+                            "pruned": (True, int)}),
+        "scrub": (False, {"at": (True, str), "files": (True, int), "bytes": (True, int), "seconds": (True, float),
+                          "problems": (True, int), "repaired": (True, int)}),
     }),
     "session": (True, ({**_SUMMARY, "seq": (True, int), "unsaved": (True, bool)}, None)),
     "live": (False, ("list", _SUMMARY)),
@@ -297,6 +303,13 @@ def show_status(result: Status) -> None:
               f"{storage['backups_mb']:.1f}, journal {storage['journal_mb']:.1f}, quarantine {storage['quarantine_mb']:.1f})")
     for sid, why in d["degraded"].items():
         print(f"DEGRADED {sid}: {why}")
+    scrub = d.get("scrub")
+    if scrub:
+        found = f"{scrub['problems']} problem(s), {scrub['repaired']} repaired (see the log)" if scrub["problems"] \
+            else "no problem"
+        print(f"scrub: {scrub['at']}, {scrub['files']} files, {scrub['bytes'] / 1e6:.1f} MB: {found}")
+    for sid, why in d.get("offline", {}).items():
+        print(f"OFFLINE {sid}: {why} (see 'docpilot recovery'; 'docpilotd fsck --repair' repairs it)")
     s = result["session"]
     live = result.get("live")
     if live is None:  # an older daemon: the one session

@@ -557,7 +557,7 @@ def _show_status(result: results.Status) -> None:
     show_status(result)  # one definition, shared with the hot path (lean.py)
 
 
-def _show_sessions(result: list[results.SessionSummary]) -> None:
+def _show_sessions(result: list[results.ListedSession]) -> None:
     if not result:
         print("no sessions")
     from . import style
@@ -565,6 +565,8 @@ def _show_sessions(result: list[results.SessionSummary]) -> None:
     for s in result:
         print(f"{s['id']}  {style.state(s['state'], 8)} {s['commands']:>6} cmd {s['annotations']:>4} ann  "
               f"{style.when(s['started_at'] or s['created_at']):<16}  {visible(s['description'])}")
+        if "offline" in s:
+            print(f"    offline: {visible(s['offline'])}")
 
 
 def _show_session(s: results.SessionDocument) -> None:
@@ -777,6 +779,7 @@ def _show_purged(result: results.Purged) -> None:
 
 def _show_recovery(result: results.Recovery) -> None:
     print(f"recovery of {result['root']} took {result['duration_ms']:.0f} ms")
+    print(f"  preferences: recovery_prefer = {result['prefer']}, recovery_damage = {result['damage']}")
     for s in result["sessions"]:
         print(f"  {s['session_id']}  {s['status']}  from {s['source']}, {s['replayed']} journal records replayed")
         for line in s["problems"]:
@@ -785,6 +788,8 @@ def _show_recovery(result: results.Recovery) -> None:
             print(f"      {line}")
     for line in result["other"]:
         print(f"  {line}")
+    for o in result["offline"]:
+        print(f"  OFFLINE {o['session_id']}: {o['why']}")
 
 
 
@@ -925,7 +930,7 @@ VERBS: tuple[Verb[Any], ...] = (
          aliases=("info", "stat"), session=LIVE,
          request=ask("status", results.Status), show=_show_status),
     Verb("sessions", "all sessions with their state and counts",
-         request=ask("sessions", list[results.SessionSummary]), show=_show_sessions),
+         request=ask("sessions", list[results.ListedSession]), show=_show_sessions),
     Verb("show", "one session in full, annotations included", session=LATEST,
          request=ask("show", results.SessionDocument), show=_show_session, stream=_stream_show),
     Verb("save", "save every changed session now", request=ask("save", results.Saved), show=_show_saved),

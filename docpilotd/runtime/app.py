@@ -50,6 +50,7 @@ from .capture import Markers, Spool
 from .engine import Engine
 from .handlers import Context
 from .quota import Quota
+from .scrubber import Scrubber
 from .search import Indexer
 from .server import Server
 from .watcher import Watcher
@@ -72,6 +73,7 @@ class App:
         self.server: Server | None = None
         self.watcher: Watcher | None = None
         self.autosave: Autosave | None = None
+        self.scrubber: Scrubber | None = None
         self.spool: Spool | None = None
         self.indexer: Indexer | None = None
 
@@ -114,10 +116,12 @@ class App:
         loop = asyncio.get_running_loop()
         for line in await loop.run_in_executor(None, spelling.normalize, store, True):
             log.warning("recovery: %s", line)
-        report, recovered = await loop.run_in_executor(None, lambda: recover_all(store, repair=True))
+        report, recovered = await loop.run_in_executor(None, lambda: recover_all(
+            store, repair=True, prefer=self.config.recovery_prefer, damage=self.config.recovery_damage))
         self._log_recovery(report)
         engine = Engine(self.config, store)
         self.engine = engine
+        engine.offline = {o.session_id: o.why for o in report.offline}  # refused by name, never adopted
         # What recovery loaded and the engine makes of it (an entry per session) lives as long as
         # the daemon and holds no reference cycles: the cyclic collector is kept off while it is
         # built (with 100,000 sessions, collections triggered by the allocations made adopting
@@ -170,6 +174,9 @@ class App:
 
         self.autosave = Autosave(self.config.autosave_interval, autosave_then_quota)
         self.autosave.start()
+        self.scrubber = Scrubber(engine, self.config.scrub_interval_days)
+        self.scrubber.start()
+        ctx.scrub = self.scrubber
         # An inherited socket's path belongs to the service manager: the server must not unlink it.
         self.server = Server(ctx, self.config.limits, self.layout.socket, owns_path=inherited is None)
         await self.server.start(sock=inherited)
@@ -196,6 +203,8 @@ class App:
             await self.server.stop()
         if self.autosave is not None:
             self.autosave.stop()
+        if self.scrubber is not None:
+            self.scrubber.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.spool is not None:
@@ -233,6 +242,8 @@ class App:
             log.warning("SIGHUP: %s cannot change while running; restart docpilotd for it", name)
         if "autosave_interval" in changed and self.autosave is not None:
             self.autosave.reschedule(self.config.autosave_interval)
+        if "scrub_interval_days" in changed and self.scrubber is not None:
+            self.scrubber.reschedule(self.config.scrub_interval_days)
         if self.engine is not None:
             self.engine.store.backups_kept = self.config.retention.keep_last
         if self.server is not None:
@@ -247,6 +258,9 @@ class App:
                     "recovery: session %s %s from %s, %d journal record(s) replayed%s",
                     s.session_id, s.status, s.source, s.replayed, "; " + "; ".join(s.problems) if s.problems else "",
                 )
+        for o in report.offline:
+            log.warning("recovery: session %s kept offline, its files left as they are (%s); "
+                        "'docpilotd fsck --repair' (daemon stopped) repairs it", o.session_id, o.why)
         log.info("recovery: %d session(s) in %.0f ms", len(report.sessions), report.duration_ms)
 
 

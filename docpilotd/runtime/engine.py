@@ -484,6 +484,11 @@ class Engine:
         entry.dirty = True
         await self.checkpoint(entry)
 
+    def known_seq(self, ino: int) -> int | None:
+        """The journal sequence of the snapshot or generation with this inode, when this run wrote,
+        compressed or read it (what trimming goes by; the scrub's repair too)."""
+        return self._seq_by_inode.get(ino)
+
     async def trim(self, entry: Entry) -> None:
         """Trim the session's journal now (its generations were removed by another part: the
         storage quota), as a checkpoint would after its snapshot."""

@@ -70,6 +70,10 @@ class StorageQuotaSource(Protocol):
     state: results.StorageQuota | None
 
 
+class ScrubSource(Protocol):
+    last: results.ScrubStatus | None
+
+
 class Context:
     """What handlers share: the engine, the last recovery report, the redaction rules and the
     shell spool (set by the app once it exists)."""
@@ -84,6 +88,7 @@ class Context:
         self.config_file: str | None = None  # --config, when the daemon was given one (set by the app)
         self.search: Indexer | None = None  # the search index (set by the app)
         self.quota: StorageQuotaSource | None = None  # the storage quota's last check (set by the app)
+        self.scrub: ScrubSource | None = None  # the scheduled scrub (set by the app)
 
     def templates_dir(self) -> Path:
         """Where the user's own document templates are (see render.templates.user_dir)."""
@@ -253,8 +258,12 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
     }
     if ctx.spool is not None:
         result["daemon"]["spool"] = ctx.spool.backlog()
+    if engine.offline:
+        result["daemon"]["offline"] = dict(engine.offline)
     if ctx.quota is not None and ctx.quota.state is not None:
         result["daemon"]["storage"] = ctx.quota.state
+    if ctx.scrub is not None and ctx.scrub.last is not None:
+        result["daemon"]["scrub"] = ctx.scrub.last
     try:
         entry: Entry | None = engine.resolve(req.session)
     except Exception:
@@ -271,8 +280,19 @@ async def status(req: p.Status, ctx: Context) -> results.Status:
     return result
 
 
-async def sessions(req: p.Sessions, ctx: Context) -> list[results.SessionSummary]:
-    found = [e.summary for e in ctx.engine.entries.values() if e.summary is not None]
+async def sessions(req: p.Sessions, ctx: Context) -> list[results.ListedSession]:
+    # A summary is a listed session without `offline`.
+    found = cast("list[results.ListedSession]", [e.summary for e in ctx.engine.entries.values() if e.summary is not None])
+    # Sessions kept offline, as recovery found their best copy (read only), so none goes unseen.
+    report: RecoveryReport | None = ctx.recovery_report
+    for kept in report.offline if report is not None else ():
+        if kept.session_id in ctx.engine.offline:
+            found.append({
+                "id": kept.session_id, "description": kept.description, "state": "Offline",
+                "created_at": kept.created_at, "updated_at": kept.created_at, "started_at": None, "stopped_at": None,
+                "commands": kept.commands, "annotations": kept.annotations, "successful_commands": 0,
+                "failed_commands": 0, "offline": kept.why,
+            })
     return sorted(found, key=lambda summary: summary["created_at"] or "")
 
 
@@ -447,18 +467,17 @@ async def save(req: p.Save, ctx: Context) -> results.Saved:
 async def backups_(req: p.Backups, ctx: Context) -> results.Backups:
     entry = ctx.engine.resolve_latest(req.session)
     found: list[maintenance.BackupInfo] = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
-    listed = [cast(results.Backup, msgspec.to_builtins(info)) for info in found]
     # Why each is kept: the session's policy, as the next rotation will apply it.
     policy = ctx.engine.policy_for(await ctx.engine.full_session(entry))
     generations = ctx.engine.store.generations(entry.session_id)
     plan = retention.plan((retention.Generation(g.ns, True, g.name) for g in generations), policy, time.time_ns(),
                           tz_offset_seconds=local_offset(time.time_ns()))
     reasons = {kept.generation.name: list(kept.reasons) for kept in plan.keep}
-    for backup in listed:
-        backup["kept_for"] = reasons.get(backup["name"], [])
+    for info in found:
+        info.kept_for = reasons.get(info.name, [])
     # What a generation holds, or why it cannot be read: the fields that apply (as BackupInfo
     # encodes itself: omit_defaults).
-    return {"session": entry.session_id, "backups": listed}
+    return {"session": entry.session_id, "backups": [cast(results.Backup, msgspec.to_builtins(info)) for info in found]}
 
 
 async def restore(req: p.Restore, ctx: Context) -> results.Restored:

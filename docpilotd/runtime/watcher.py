@@ -12,7 +12,9 @@ What a foreign change leads to:
   - a stopped session: a valid edit is accepted (journaled as a replacement and re-saved with a
     fresh checksum); a torn, damaged or deleted file is restored by recovery from backups and the
     journal, the damage kept in quarantine;
-  - an unknown session file (copied in by hand): adopted when recovery finds it usable.
+  - an unknown session file (copied in by hand): adopted when recovery finds it usable;
+  - a session start-up recovery kept offline (recovery_damage = "offline"): left alone, never
+    adopted or repaired behind recovery's back.
 """
 
 from __future__ import annotations
@@ -200,8 +202,8 @@ class Watcher:
 
     async def check(self, session_id: str) -> None:
         engine, store = self.engine, self.engine.store
-        if store.is_own_file(session_id):
-            return
+        if store.is_own_file(session_id) or session_id in engine.offline:
+            return  # an offline session's files wait, as they are, for a repair (storage/recovery)
         entry = engine.entries.get(session_id)
         loop = asyncio.get_running_loop()
         if entry is None:

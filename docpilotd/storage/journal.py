@@ -150,6 +150,48 @@ def scan_segment(data: bytes, path: Path, after_seq: int = 0) -> tuple[list[Reco
     return records, damage
 
 
+def check_segment(data: bytes, path: Path) -> tuple[int, list[Damage]]:
+    """The records of a segment counted and their framing and CRC checked, without decoding any
+    payload (the scrub reads every retained segment: this is a CRC pass over the bytes), and the
+    damage found, as `scan_segment` describes it (a record whose payload a newer daemon wrote is
+    not damage here: its CRC matches)."""
+    view = memoryview(data)
+    count = 0
+    damage: list[Damage] = []
+    offset = 0
+    while offset < len(data):
+        end = _checked_end(data, view, offset)
+        if isinstance(end, str):
+            resume = _next_valid(data, offset)
+            size = (resume if resume is not None else len(data)) - offset
+            damage.append(Damage(path, offset, size, torn_tail=resume is None, detail=end))
+            if resume is None:
+                break
+            offset = resume
+            continue
+        count += 1
+        offset = end
+    return count, damage
+
+
+def _checked_end(data: bytes, view: memoryview, offset: int) -> int | str:
+    """`_parse_at` without copying the payload: the end of a well-formed record, or why not."""
+    if offset + HEADER.size > len(data):
+        return "truncated header"
+    magic, length, _, crc = HEADER.unpack_from(data, offset)
+    length = int(length)
+    if magic != MAGIC:
+        return "bad magic"
+    if length > MAX_RECORD:
+        return "impossible length"
+    end = offset + HEADER.size + length
+    if end > len(data):
+        return "truncated record"
+    if zlib.crc32(view[offset + HEADER.size : end], zlib.crc32(view[offset + 4 : offset + 16])) != crc:
+        return "checksum mismatch"
+    return end
+
+
 def segments_of(ops: FileOps, journal_dir: Path, session_id: str) -> list[tuple[int, Path]]:
     """(first_seq, path) of a session's segments, in order."""
     return index(ops, journal_dir).get(session_id, [])

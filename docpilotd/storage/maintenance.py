@@ -36,6 +36,8 @@ class BackupInfo(msgspec.Struct, omit_defaults=True):
     commands: int | None = None
     annotations: int | None = None
     problem: str | None = None
+    # Why the session's backup policy keeps it (filled in by the runtime, which knows the policy).
+    kept_for: list[str] | None = None
 
 
 class StorageStats(msgspec.Struct):

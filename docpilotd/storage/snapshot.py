@@ -362,3 +362,55 @@ def plain_session(session: Session) -> Session:
 def encode_plain(session: Session) -> bytes:
     """Pretty DocPilot JSON without docpilotd's field (export)."""
     return msgspec.json.format(encode_body(session), indent=2) + b"\n"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `verify` found: whether the file is a good copy, the sequence it holds, why not, and
+    how it was judged ("crc": our schema-2 field, from the bytes alone; "decoded": in full)."""
+
+    ok: bool
+    seq: int
+    problem: str | None
+    how: Literal["crc", "decoded"]
+
+
+def verify(data: bytes, expected_id: str | None = None) -> Verdict:
+    """Whether `data` is an intact snapshot (of `expected_id`), as cheaply as can be told (the
+    scrub reads every retained copy). A file that ends with our schema-2 field is judged by its
+    CRC over the raw bytes and by the id its first bytes name: no JSON is decoded, so a CRC that
+    verifies means the bytes are exactly those we wrote (and validated). Anything else -- a
+    DocPilot file, a schema-1 file, a field that does not parse -- is decoded in full (`decode`),
+    so nothing is called good here that `decode` would refuse. Never raises."""
+    unreadable = describe_unreadable(data)
+    if unreadable:
+        return Verdict(False, 0, unreadable, "crc")
+    at = data.rfind(_META_KEY)
+    meta: FileMeta | None = None
+    if at != -1:
+        rest = data[at + len(_META_KEY) :].strip()
+        if rest.startswith(b":") and rest.endswith(b"}"):
+            try:
+                meta = _meta_decoder.decode(rest[1:-1])
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+                meta = None
+    if meta is not None and meta.schema == SCHEMA and meta.checksum.startswith(CHECKSUM_PREFIX) \
+            and (expected_id is None or _names_id(data, expected_id)):
+        tail = data[at:]
+        if tail.endswith(b"\n"):
+            tail = tail[:-1]
+        if tail in (meta_tail(meta, pretty=True)[:-1], meta_tail(meta, pretty=False)[:-1]) \
+                and raw_checksum(zlib.crc32(memoryview(data)[:at]), meta.seq) == meta.checksum:
+            return Verdict(True, max(0, meta.seq), None, "crc")
+        return Verdict(False, max(0, meta.seq), "checksum mismatch (the bytes changed since they were written)", "crc")
+    decoded = decode(data, expected_id)
+    if decoded.usable:
+        return Verdict(True, decoded.seq, None, "decoded")
+    return Verdict(False, decoded.seq, decoded.problem or "checksum mismatch", "decoded")
+
+
+def _names_id(data: bytes, session_id: str) -> bool:
+    """Whether the file starts with the session's `id` (the first field of a Session, in the
+    compact or the 2-space pretty form we write)."""
+    quoted = _encoder.encode(session_id)
+    return data.startswith(b'{"id":' + quoted + b",") or data.startswith(b'{\n  "id": ' + quoted + b",")

@@ -62,6 +62,15 @@ journal segment or temp file should be (names that are not docpilotd's are left 
 Every name in a report is readable text (`fsops.display_name`), so a report always prints and
 encodes.
 
+Preferences (the `recovery_prefer` and `recovery_damage` settings; the report names both):
+  - which copy: `prefer="newest_valid"` is the order above; `"most_complete"` replays every usable
+    candidate and takes the fullest (see plan: why after replay, and why a settled main file is
+    taken as it is);
+  - what damage does: `damage="quarantine"` carries the plan out as above; `"offline"` (start-up
+    only: fsck --repair always repairs) leaves a session with any damaged file exactly as it is
+    (nothing moved, cut or rewritten, not loaded) and lists it in `RecoveryReport.offline` with
+    why. Its plan is still made, read only, so the report says what fsck --repair would do.
+
 Invariants: the outcome is the same whether forked processes helped or not (a child only plans,
 and only what it found untouched comes back from it); nothing is ever deleted; a healthy main file
 is never rewritten; planning never changes the data root, only execution does (see plan, execute).
@@ -73,6 +82,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -83,12 +93,14 @@ from ..fsops import OsFileOps, display_path
 from ..store import Identity, SessionStore
 from .execute import execute, execute_root
 from .plan import (
+    DAMAGE,
     Action,
     CutTornTail,
     Finding,
     FindingKind,
     KeepCopy,
     MoveAside,
+    Prefer,
     Quarantine,
     QuarantineTemp,
     Rewrite,
@@ -100,10 +112,11 @@ from .plan import (
     plan_root,
     plan_session,
 )
-from .report import Recovered, RecoveryReport, SessionReport, Status, outline
+from .report import OfflineSession, Recovered, RecoveryReport, SessionReport, Status, outline
 from .scan import Listing, SessionFiles, scan
 
 __all__ = [
+    "DAMAGE",
     "PARALLEL_MIN",
     "Action",
     "CutTornTail",
@@ -111,6 +124,8 @@ __all__ = [
     "FindingKind",
     "KeepCopy",
     "MoveAside",
+    "OfflineSession",
+    "Prefer",
     "Quarantine",
     "QuarantineTemp",
     "Recovered",
@@ -142,11 +157,17 @@ def scan_ids(store: SessionStore) -> tuple[list[str], dict[str, list[Path]], lis
     return found.ids, found.temps, found.loose_temps, found.other
 
 
+Damage = Literal["quarantine", "offline"]
+
+
 def recover_all(
-    store: SessionStore, repair: bool, check_backups: bool = False
+    store: SessionStore, repair: bool, check_backups: bool = False, prefer: Prefer = "newest_valid",
+    damage: Damage = "quarantine",
 ) -> tuple[RecoveryReport, dict[str, Recovered]]:
     """Examine (and with `repair`, fix) every session under the store's root. Start-up (repair
-    without check_backups) uses and keeps the manifest (see the package docstring)."""
+    without check_backups) uses and keeps the manifest (see the package docstring). `prefer` and
+    `damage`: see the package docstring (a session kept offline is not among the sessions given
+    back)."""
     # What recovery builds (reports, outlines, a row per session) makes no reference cycles to
     # collect: the cycle collector would only walk it again and again while it grows (with
     # 100,000 sessions, over half of recovery's time). At start-up all of it lives on, and is
@@ -156,7 +177,7 @@ def recover_all(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _recover_all(store, repair, check_backups)
+        return _recover_all(store, repair, check_backups, prefer, damage)
     finally:
         if repair and not check_backups:
             gc.freeze()
@@ -164,9 +185,15 @@ def recover_all(
             gc.enable()
 
 
-def _recover_all(store: SessionStore, repair: bool, check_backups: bool) -> tuple[RecoveryReport, dict[str, Recovered]]:
+def _recover_all(
+    store: SessionStore, repair: bool, check_backups: bool, prefer: Prefer, damage: Damage,
+) -> tuple[RecoveryReport, dict[str, Recovered]]:
     started = time.time_ns()
-    report = RecoveryReport(root=display_path(str(store.layout.root)), repair=repair, started_at_ns=started)
+    if not repair:
+        damage = "quarantine"  # nothing is changed anyway: the plan is what fsck shows
+    report = RecoveryReport(root=display_path(str(store.layout.root)), repair=repair, started_at_ns=started,
+                            prefer=prefer, damage=damage)
+    offline = report.offline if damage == "offline" else None
     use_manifest = repair and not check_backups
     listing = scan(store, with_stats=use_manifest)
     root_plan = plan_root(store, listing)
@@ -194,9 +221,10 @@ def _recover_all(store: SessionStore, repair: bool, check_backups: bool) -> tupl
         # nothing more, the rest comes back to this process (which alone changes anything).
         shares = [pending[n::processes] for n in range(processes)]
         mine = shares[0]
-        children = forked.start(shares[1:], lambda share: _check_share(store, listing, share, check_backups))
+        children = forked.start(shares[1:], lambda share: _check_share(store, listing, share, check_backups, prefer))
     for session_id in mine:
-        results[session_id] = _recover(store, session_id, listing.files_of(session_id), repair, check_backups)
+        results[session_id] = _recover(store, session_id, listing.files_of(session_id), repair, check_backups,
+                                       prefer=prefer, offline=offline)
     for share, data in zip(shares[1:], forked.collect(children)):
         if data is not None:
             for checked in _checked_decoder.decode(data):
@@ -208,7 +236,8 @@ def _recover_all(store: SessionStore, repair: bool, check_backups: bool) -> tupl
                     store.remember(session_id, Identity(*checked.identity))
         for session_id in share:
             if session_id not in results:
-                results[session_id] = _recover(store, session_id, listing.files_of(session_id), repair, check_backups)
+                results[session_id] = _recover(store, session_id, listing.files_of(session_id), repair, check_backups,
+                                               prefer=prefer, offline=offline)
     recovered: dict[str, Recovered] = {}
     for session_id in listing.ids:
         session_report, found = results[session_id]
@@ -216,6 +245,7 @@ def _recover_all(store: SessionStore, repair: bool, check_backups: bool) -> tupl
         if found is not None:
             recovered[session_id] = found
     report.other.extend(execute_root(store, root_plan) if repair else describe_root(root_plan))
+    report.offline.sort(key=lambda o: o.session_id)
     if use_manifest:
         _keep_manifest(store, listing, rows, ignored, results, set(pending))
     report.duration_ms = (time.time_ns() - started) / 1e6
@@ -285,10 +315,11 @@ def _keep_manifest(
 
 def recover_session(
     store: SessionStore, session_id: str, temp_files: Sequence[Path] = (), repair: bool = False,
-    check_backups: bool = False,
+    check_backups: bool = False, prefer: Prefer = "newest_valid",
 ) -> tuple[SessionReport, Recovered | None]:
     """Recover one session, listing its files (`temp_files`: its temp files, when known)."""
-    return _recover(store, session_id, SessionFiles(list(temp_files)), repair, check_backups, outline_untouched=False)
+    return _recover(store, session_id, SessionFiles(list(temp_files)), repair, check_backups, outline_untouched=False,
+                    prefer=prefer)
 
 
 def load_one(store: SessionStore, session_id: str) -> Session:
@@ -301,14 +332,18 @@ def load_one(store: SessionStore, session_id: str) -> Session:
 
 def _recover(
     store: SessionStore, session_id: str, files: SessionFiles, repair: bool, check_backups: bool,
-    outline_untouched: bool = True,
+    outline_untouched: bool = True, prefer: Prefer = "newest_valid", offline: list[OfflineSession] | None = None,
 ) -> tuple[SessionReport, Recovered | None]:
     """Plan one session and, with `repair`, carry the plan out. `outline_untouched` (recover_all):
     a finished session recovery leaves as it is is not held whole (see Recovered); start-up also
-    trusts such a session's checksum (`trust_finished`, not with check_backups: fsck checks all)."""
-    plan = plan_session(store, session_id, files, check_backups, trust_finished=outline_untouched and not check_backups)
+    trusts such a session's checksum (`trust_finished`, not with check_backups: fsck checks all).
+    `offline` (recovery_damage = "offline"): a damaged session is added there instead of repaired."""
+    plan = plan_session(store, session_id, files, check_backups, trust_finished=outline_untouched and not check_backups,
+                        prefer=prefer)
     if plan.as_it_is:
         return _as_it_is(store, plan)
+    if repair and offline is not None and plan.damaged:
+        return _kept_offline(plan, offline), None
     session_report = execute(store, plan) if repair else describe(plan)
     if plan.session is None:
         return session_report, None
@@ -316,6 +351,24 @@ def _recover(
     if outline_untouched and _untouched(session_report) and not is_live(found.session):
         found = Recovered.outlined(outline(found.session), found.seq, _loader(store, session_id))
     return session_report, found
+
+
+def _kept_offline(plan: SessionPlan, offline: list[OfflineSession]) -> SessionReport:
+    """The report of a damaged session left as it is (nothing of the plan is carried out): its
+    problems, and what `docpilotd fsck --repair` would do."""
+    report = describe(plan)
+    report.status = "offline"
+    why = "; ".join(f.message for f in plan.findings if f.kind in DAMAGE)
+    report.actions.insert(0, "kept offline, its files left as they are (recovery_damage = offline); "
+                             "'docpilotd fsck --repair' (daemon stopped) or 'docpilot recover' repairs it")
+    session = plan.session
+    offline.append(OfflineSession(
+        session_id=plan.session_id, why=why,
+        description=session.description if session is not None else "",
+        created_at=session.created_at if session is not None else "",
+        state=report.state, commands=report.commands, annotations=report.annotations,
+    ))
+    return report
 
 
 def _as_it_is(store: SessionStore, plan: SessionPlan) -> tuple[SessionReport, Recovered]:
@@ -369,12 +422,14 @@ def _can_fork(store: SessionStore, count: int) -> bool:
     return count >= PARALLEL_MIN and forked.AVAILABLE and type(store.ops) is OsFileOps
 
 
-def _check_share(store: SessionStore, listing: Listing, share: Sequence[str], check_backups: bool) -> bytes:
+def _check_share(store: SessionStore, listing: Listing, share: Sequence[str], check_backups: bool,
+                 prefer: Prefer = "newest_valid") -> bytes:
     """In a child process: the sessions of `share` that are untouched and finished, planned only
     (for those, the plan has no action: carrying it out would change nothing)."""
     checked = []
     for session_id in share:
-        session_report, found = _recover(store, session_id, listing.files_of(session_id), False, check_backups)
+        session_report, found = _recover(store, session_id, listing.files_of(session_id), False, check_backups,
+                                         prefer=prefer)
         if found is not None and _untouched(session_report) and not is_live(found.outline):
             known = store.written_identity(session_id)
             identity = (known.ino, known.size, known.mtime_ns) if known is not None else None

@@ -20,6 +20,29 @@ Actions, in the order they are carried out:
 For the root: QuarantineTemp (a temp file no session owns) and SetAsideStray (an entry with one of
 our names that cannot be one of our files).
 
+Which copy is the source (`prefer`, the `recovery_prefer` setting):
+  "newest_valid"   the first usable candidate in the order above, plus the journal after it;
+  "most_complete"  every usable candidate (the main file, each generation, each temp file) is
+                   replayed with the journal records after it, and the one whose recovered session
+                   holds the most commands + annotations is the source (ties: the newest, i.e. the
+                   earlier in the order above). Why after replay, not the copies as they are: the
+                   journal is the record of what was acknowledged. An older generation with more
+                   commands, followed in the journal by a restore or a deleted annotation, replays
+                   to the same smaller session the newer copy gives, so an acknowledged change is
+                   never undone; only a copy the journal cannot carry forward (records trimmed or
+                   damaged) or that a program changed behind the journal's back (a valid but shorter
+                   file, a generation restored to an older state) differs, and then the fuller one
+                   wins. A main file that is our own verified checkpoint with nothing after it in the
+                   journal (and no temp file) is the last acknowledged state itself, so it is taken
+                   as it is under either preference: a fuller old generation there is content the
+                   user removed on purpose (delete, restore, purge), not content lost.
+
+What damage is (`damaged`, for `recovery_damage = "offline"`): a file that fails a check (an
+unusable snapshot, backup or temp file; a copy used despite its checksum; a journal segment not
+read; a damaged record; missing or refused records). A torn last journal record and the temp file
+of an interrupted save are what a crash leaves of writes never acknowledged, and a missing main
+file is not a damaged one: those are recovered as usual.
+
 Invariants: planning changes nothing on disk (it may remember, in memory, the identity of a file it
 accepted as the daemon's own); the findings' messages are the report's problem texts; every name in
 a plan is readable text; a plan with a source never moves that source before the Rewrite.
@@ -27,10 +50,14 @@ a plan is readable text; a plan with a source never moves that source before the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
+import msgspec
+
+from ...domain import changes
 from ...domain.model import Session, is_live, state_name
 from .. import backups, journal, snapshot
 from ..replay import replay
@@ -49,7 +76,14 @@ FindingKind = Literal[
     "gap",  # journal records missing
     "refused",  # a journal record the state machine refuses
     "unresolved",  # (execution) an entry that could not be moved to quarantine
+    "less_complete",  # most_complete: a newer usable copy was passed over for a fuller one
 ]
+
+
+Prefer = Literal["newest_valid", "most_complete"]
+
+# The findings that say a file is damaged (see the module docstring).
+DAMAGE: frozenset[str] = frozenset({"unusable", "checksum_fallback", "segment_unread", "damaged_record", "gap", "refused"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +150,11 @@ class SessionPlan:
     # the package docstring); `session` was decoded trusting the file's checksum.
     as_it_is: bool = False
     main_path: Path | None = None  # the session's own file (as_it_is: the source)
+
+    @property
+    def damaged(self) -> bool:
+        """Whether any of the session's files is damaged (see the module docstring)."""
+        return any(f.kind in DAMAGE for f in self.findings)
 
 
 @dataclass(frozen=True)
@@ -200,14 +239,15 @@ class _Candidate:
 
 def plan_session(
     store: SessionStore, session_id: str, files: SessionFiles, check_backups: bool = False,
-    trust_finished: bool = False,
+    trust_finished: bool = False, prefer: Prefer = "newest_valid",
 ) -> SessionPlan:
     """Decide how to recover one session from its files (`files`: what a listing found of them).
 
     The candidates are tried in order (see the package docstring). `check_backups` (fsck): every
     backup is examined, and the whole journal read; otherwise backups only when the main file is
     unusable, and only the journal after the chosen copy. `trust_finished`: see snapshot.decode
-    (start-up only: a later load of the session checks everything)."""
+    (start-up only: a later load of the session checks everything). `prefer`: see the module
+    docstring ("most_complete" examines every generation unless the main file is settled)."""
     main_path = files.main_path or store.layout.session_file(session_id)
     journal_dir = files.journal_dir or store.layout.journal
     main_exists = files.main_exists if files.main_exists is not None else store.ops.exists(main_path)
@@ -236,7 +276,12 @@ def plan_session(
         findings.append(Finding("unusable", f"{relative(store, main_path)}: {_why(main.decoded)}"))
     elif main is None and newest_first:
         findings.append(Finding("missing", f"{relative(store, main_path)}: missing"))
-    if source is None or check_backups:
+    # most_complete compares candidates unless the main file is the last acknowledged state itself.
+    compare = prefer == "most_complete" and not (
+        source is not None and source.decoded.integrity == "verified"
+        and _quiet(store, journal_dir, session_id, files.temps, files.segments, source.decoded.seq)
+    )
+    if source is None or check_backups or compare:
         # A generation is plain or compressed (store.read decompresses); one that has both (an
         # interrupted compression) is tried plain first, then compressed: two copies of it.
         for path in (path for backup in newest_first for path in backup.paths):
@@ -265,15 +310,28 @@ def plan_session(
                 f"{relative(store, source.path)}: used despite a checksum mismatch (no verified copy left)",
             ))
 
+    usable = ([main] if main is not None and main.decoded.usable else []) + [
+        c for c in examined + temps if c.decoded.usable
+    ]
+    compare = compare and len(usable) > 1
+    base_seq = source.decoded.seq if source is not None else 0
+    # Only fsck (check_backups) reads the segments that hold nothing after the chosen copy: with
+    # start-up's skip, replay would skip those records anyway, so damage there is left to fsck.
+    # Comparing candidates reads from the oldest of them on, so each gets its own records.
+    after_seq = 0 if check_backups else min(c.decoded.seq for c in usable) if compare else base_seq
+    read = journal.read_segments(
+        store.ops, journal_dir, session_id, files.segments, after_seq=after_seq, owner=store.owner_uid,
+    )
+    if compare:
+        newest, source = usable[0], _most_complete(usable, read.records)
+        if source is not newest:
+            findings.append(Finding("less_complete", (
+                f"{relative(store, newest.path)}: holds less than {relative(store, source.path)} after replay; "
+                "the fuller copy is used (recovery_prefer = most_complete)"
+            )))
     base = source.decoded.session if source is not None else None
     base_seq = source.decoded.seq if source is not None else 0
     actions: list[Action] = []
-    # Only fsck (check_backups) reads the segments that hold nothing after the chosen copy: with
-    # start-up's skip, replay would skip those records anyway, so damage there is left to fsck.
-    read = journal.read_segments(
-        store.ops, journal_dir, session_id, files.segments,
-        after_seq=0 if check_backups else base_seq, owner=store.owner_uid,
-    )
     for damage in read.damage:
         name = relative(store, damage.segment)
         if damage.whole:
@@ -310,7 +368,7 @@ def plan_session(
     rewrite = source is not None and (source is not main or source.decoded.integrity == "mismatch")
     if rewrite and replayed.session is not None:
         assert plan.source is not None
-        displaced = _why(main.decoded) if main is not None else None
+        displaced = None if main is None else "holds less than " + plan.source if main.decoded.usable else _why(main.decoded)
         actions.append(Rewrite(main_path, main_name, plan.source, replayed.session, replayed.last_seq, displaced))
     elif main is not None and source is not main:
         actions.append(Quarantine(main_path, main_name, _why(main.decoded)))
@@ -320,6 +378,33 @@ def plan_session(
     )
     actions.extend(Quarantine(t.path, relative(store, t.path), "stale temp file of an interrupted save") for t in temps)
     return plan
+
+
+def _most_complete(usable: list[_Candidate], records: list[journal.Record]) -> _Candidate:
+    """The candidate whose session after replaying `records` holds the most commands and
+    annotations; `usable` is newest first, and a tie keeps the newer one. Each is replayed on
+    copies: replay applies changes in place (to the session, and to a Replace's session), and the
+    one chosen is replayed again, from what was decoded, as the plan's session."""
+    best, best_count = usable[0], -1
+    for candidate in usable:
+        assert candidate.decoded.session is not None
+        replayed = replay(_copy(candidate.decoded.session), candidate.decoded.seq, [
+            dataclasses.replace(r, change=msgspec.structs.replace(r.change, session=_copy(r.change.session)))
+            if isinstance(r.change, changes.Replace) else r
+            for r in records
+        ]).session
+        count = len(replayed.commands) + len(replayed.annotations) if replayed is not None else -1
+        if count > best_count:
+            best, best_count = candidate, count
+    return best
+
+
+_session_decoder = msgspec.msgpack.Decoder(Session)
+
+
+def _copy(session: Session) -> Session:
+    """A copy of `session` that shares no list with it."""
+    return _session_decoder.decode(msgspec.msgpack.encode(session))
 
 
 def _quiet(store: SessionStore, journal_dir: Path, session_id: str, temp_files: list[Path],

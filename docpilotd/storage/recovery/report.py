@@ -18,7 +18,8 @@ import msgspec
 
 from ...domain.model import Session
 
-Status = Literal["ok", "repaired", "needs_repair", "unrecoverable"]
+# "offline": a damaged session recovery left exactly as it was (recovery_damage = "offline").
+Status = Literal["ok", "repaired", "needs_repair", "unrecoverable", "offline"]
 
 
 class SessionReport(msgspec.Struct, kw_only=True):
@@ -36,6 +37,20 @@ class SessionReport(msgspec.Struct, kw_only=True):
     lost_window: str | None = None
 
 
+class OfflineSession(msgspec.Struct, kw_only=True):
+    """A session kept offline: not loaded, its files left as they are, until `docpilotd fsck
+    --repair` (or `docpilot recover`) decides. What it would be recovered as is said for `docpilot
+    sessions` (from the best copy found, read only)."""
+
+    session_id: str
+    why: str  # its damage, one line
+    description: str = ""
+    created_at: str = ""
+    state: str | None = None
+    commands: int = 0
+    annotations: int = 0
+
+
 class RecoveryReport(msgspec.Struct, kw_only=True):
     root: str
     repair: bool
@@ -46,6 +61,11 @@ class RecoveryReport(msgspec.Struct, kw_only=True):
     # How many finished sessions start-up took from the manifest's rows instead of their files
     # (see storage.manifest); 0 for fsck, which reads every file.
     from_manifest: int = 0
+    # The preferences recovery ran with (config: recovery_prefer, recovery_damage; fsck --repair
+    # always quarantines) and the sessions kept offline.
+    prefer: str = "newest_valid"
+    damage: str = "quarantine"
+    offline: list[OfflineSession] = msgspec.field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
