@@ -140,14 +140,7 @@ def plan(
     generations: Iterable[Generation], policy: RetentionPolicy, now_ns: int, *, tz_offset_seconds: int = 0
 ) -> RetentionPlan:
     """Which generations `policy` keeps at `now_ns`, with its reasons, and which it removes."""
-    ordered, damaged, future, past = _split(generations, now_ns)
-    newest_first = past[::-1]
-    reasons: dict[Generation, list[str]] = {g: ["future"] for g in future}
-    if newest_first:
-        # The policy never lets the last copy go, even one that keeps nothing (all counts 0).
-        reasons.setdefault(newest_first[0], []).append("newest")
-    for g in newest_first[: max(0, _count(policy.keep_last))]:
-        reasons.setdefault(g, []).append("last")
+    ordered, damaged, newest_first, reasons = _kept_always(generations, policy, now_ns)
     offset = int(tz_offset_seconds)
     for count, label in (
         (policy.keep_hourly, _hour),
@@ -165,6 +158,16 @@ def minimum_plan(generations: Iterable[Generation], policy: RetentionPolicy, now
     least the newest), and the future ones; the periodic rules' generations are what a quota may
     take. `remove` is oldest first, so a caller removes in order and stops once under its quota;
     it holds every generation `plan` removes, and the periodic ones after them."""
+    ordered, damaged, _, reasons = _kept_always(generations, policy, now_ns)
+    return _plan(ordered, damaged, reasons)
+
+
+def _kept_always(
+    generations: Iterable[Generation], policy: RetentionPolicy, now_ns: int
+) -> tuple[list[Generation], list[Generation], list[Generation], dict[Generation, list[str]]]:
+    """What both plans keep: the future ones, the newest (the policy never lets the last copy go,
+    even one that keeps nothing: all counts 0) and the `keep_last` newest; with the generations
+    in order, the damaged ones, and the valid ones up to now, newest first."""
     ordered, damaged, future, past = _split(generations, now_ns)
     newest_first = past[::-1]
     reasons: dict[Generation, list[str]] = {g: ["future"] for g in future}
@@ -172,7 +175,7 @@ def minimum_plan(generations: Iterable[Generation], policy: RetentionPolicy, now
         reasons.setdefault(newest_first[0], []).append("newest")
     for g in newest_first[: max(0, _count(policy.keep_last))]:
         reasons.setdefault(g, []).append("last")
-    return _plan(ordered, damaged, reasons)
+    return ordered, damaged, newest_first, reasons
 
 
 def covering(generations: Iterable[Generation], at_ns: int) -> Generation | None:

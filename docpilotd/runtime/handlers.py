@@ -466,15 +466,21 @@ async def save(req: p.Save, ctx: Context) -> results.Saved:
 
 async def backups_(req: p.Backups, ctx: Context) -> results.Backups:
     entry = ctx.engine.resolve_latest(req.session)
-    found: list[maintenance.BackupInfo] = await _io(ctx, maintenance.backup_info, ctx.engine.store, entry.session_id)
     # Why each is kept: the session's policy, as the next rotation will apply it.
     policy = ctx.engine.policy_for(await ctx.engine.full_session(entry))
-    generations = ctx.engine.store.generations(entry.session_id)
-    plan = retention.plan((retention.Generation(g.ns, True, g.name) for g in generations), policy, time.time_ns(),
-                          tz_offset_seconds=local_offset(time.time_ns()))
-    reasons = {kept.generation.name: list(kept.reasons) for kept in plan.keep}
-    for info in found:
-        info.kept_for = reasons.get(info.name, [])
+    store = ctx.engine.store
+
+    def listed() -> list[maintenance.BackupInfo]:  # in the pool: it reads the files (and may list backups/)
+        found = maintenance.backup_info(store, entry.session_id)
+        now = time.time_ns()
+        plan = retention.plan((retention.Generation(g.ns, True, g.name) for g in store.generations(entry.session_id)),
+                              policy, now, tz_offset_seconds=local_offset(now))
+        reasons = {kept.generation.name: list(kept.reasons) for kept in plan.keep}
+        for info in found:
+            info.kept_for = reasons.get(info.name, [])
+        return found
+
+    found = await _io(ctx, listed)
     # What a generation holds, or why it cannot be read: the fields that apply (as BackupInfo
     # encodes itself: omit_defaults).
     return {"session": entry.session_id, "backups": [cast(results.Backup, msgspec.to_builtins(info)) for info in found]}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .. import results
 from ..domain import retention
+from ..errors import DocpilotError
 from ..storage import backups
 from . import notify
 from .engine import Engine, Entry
@@ -163,22 +164,9 @@ class Quota:
         return removed
 
     def _remove(self, entry: Entry, generation: backups.Backup) -> int:
-        """In the pool, the session's files held: unlink one generation (and its twin); its bytes."""
-        store = self.engine.store
-        if generation.name not in {g.name for g in store.generations(entry.session_id)}:
-            return 0  # rotated away meanwhile
-        newest = store.generations(entry.session_id)[-1]
-        if generation.name == newest.name:
-            return 0  # never the newest
-        freed = 0
-        for path in generation.paths:
-            try:
-                size = store.ops.stat(path).st_size
-                store.ops.unlink(path)
-                freed += size
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.warning("storage quota: cannot remove %s: %s", path.name, exc)
-        store.forget_generations(entry.session_id)
-        return freed
+        """In the pool, the session's files held: one generation removed; its bytes."""
+        try:
+            return self.engine.store.remove_generation(entry.session_id, generation)
+        except DocpilotError as exc:
+            log.warning("storage quota: cannot remove %s: %s", generation.name, exc)
+            return 0

@@ -93,20 +93,11 @@ class JournalRead:
 
 def _parse_at(data: bytes, offset: int) -> tuple[int, bytes, int] | str:
     """(seq, payload, end) of a well-formed record at `offset`, or why it is not one."""
-    if offset + HEADER.size > len(data):
-        return "truncated header"
-    magic, length, seq, crc = HEADER.unpack_from(data, offset)
-    if magic != MAGIC:
-        return "bad magic"
-    if length > MAX_RECORD:
-        return "impossible length"
-    end = offset + HEADER.size + length
-    if end > len(data):
-        return "truncated record"
-    payload = data[offset + HEADER.size : end]
-    if zlib.crc32(payload, zlib.crc32(struct.pack("<IQ", length, seq))) != crc:
-        return "checksum mismatch"
-    return seq, payload, end
+    end = _checked_end(data, memoryview(data), offset)
+    if isinstance(end, str):
+        return end
+    seq = HEADER.unpack_from(data, offset)[2]
+    return seq, data[offset + HEADER.size : end], end
 
 
 def _next_valid(data: bytes, start: int) -> int | None:
@@ -128,9 +119,8 @@ def scan_segment(data: bytes, path: Path, after_seq: int = 0) -> tuple[list[Reco
     while offset < len(data):
         parsed = _parse_at(data, offset)
         if isinstance(parsed, str):
-            resume = _next_valid(data, offset)
-            size = (resume if resume is not None else len(data)) - offset
-            damage.append(Damage(path, offset, size, torn_tail=resume is None, detail=parsed))
+            found, resume = _damage_at(data, path, offset, parsed)
+            damage.append(found)
             if resume is None:
                 break
             offset = resume
@@ -162,9 +152,8 @@ def check_segment(data: bytes, path: Path) -> tuple[int, list[Damage]]:
     while offset < len(data):
         end = _checked_end(data, view, offset)
         if isinstance(end, str):
-            resume = _next_valid(data, offset)
-            size = (resume if resume is not None else len(data)) - offset
-            damage.append(Damage(path, offset, size, torn_tail=resume is None, detail=end))
+            found, resume = _damage_at(data, path, offset, end)
+            damage.append(found)
             if resume is None:
                 break
             offset = resume
@@ -175,7 +164,8 @@ def check_segment(data: bytes, path: Path) -> tuple[int, list[Damage]]:
 
 
 def _checked_end(data: bytes, view: memoryview, offset: int) -> int | str:
-    """`_parse_at` without copying the payload: the end of a well-formed record, or why not."""
+    """The end of a well-formed record at `offset` (framing and CRC checked, the payload not
+    copied), or why it is not one."""
     if offset + HEADER.size > len(data):
         return "truncated header"
     magic, length, _, crc = HEADER.unpack_from(data, offset)
@@ -187,9 +177,17 @@ def _checked_end(data: bytes, view: memoryview, offset: int) -> int | str:
     end = offset + HEADER.size + length
     if end > len(data):
         return "truncated record"
-    if zlib.crc32(view[offset + HEADER.size : end], zlib.crc32(view[offset + 4 : offset + 16])) != crc:
+    # The CRC covers length and seq (the header after the magic), then the payload.
+    if zlib.crc32(view[offset + HEADER.size : end], zlib.crc32(view[offset + 4 : offset + HEADER.size - 4])) != crc:
         return "checksum mismatch"
     return end
+
+
+def _damage_at(data: bytes, path: Path, offset: int, detail: str) -> tuple[Damage, int | None]:
+    """The damage that starts at `offset` and where reading resumes (None: a torn tail)."""
+    resume = _next_valid(data, offset)
+    size = (resume if resume is not None else len(data)) - offset
+    return Damage(path, offset, size, torn_tail=resume is None, detail=detail), resume
 
 
 def segments_of(ops: FileOps, journal_dir: Path, session_id: str) -> list[tuple[int, Path]]:

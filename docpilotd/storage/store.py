@@ -369,22 +369,45 @@ class SessionStore:
         for backup in doomed:
             if backup.path == keep_newest:
                 continue
-            for path in reversed(backup.paths):  # a twin first: the plain file is the generation
-                try:
-                    self.ops.unlink(path)
-                except FileNotFoundError:
-                    pass  # gone already: not a generation any more
-                except OSError as exc:
-                    self.forget_generations(session_id)
-                    raise storage_error(exc, f"removing old backup {path.name}") from exc
+            self._unlink_generation(session_id, backup)
             removed.append(backup.path)
-        if session_id in self._generations:
-            gone = set(removed)
-            self._generations[session_id] = [g for g in generations if g.path not in gone]
+        self._drop_generations(session_id, removed)
+        return removed
+
+    def remove_generation(self, session_id: str, backup: backups.Backup) -> int:
+        """Remove one generation (and its compressed twin) that is not the session's newest, as a
+        storage quota asks; returns the bytes freed (0: already gone, or the newest)."""
+        known = self.generations(session_id)
+        if not known or backup.path == known[-1].path or backup.path not in {g.path for g in known}:
+            return 0
+        freed = 0
+        for path in backup.paths:
+            try:
+                freed += self.ops.stat(path).st_size
+            except OSError:
+                continue
+        self._unlink_generation(session_id, backup)
+        self._drop_generations(session_id, [backup.path])
+        return freed
+
+    def _unlink_generation(self, session_id: str, backup: backups.Backup) -> None:
         # No directory fsync here: an unlink that a crash undoes only brings back an old, valid
         # generation (removed again by the next rotation). The power-loss suite shows that this
-        # fsync protects nothing, while the one after the link above is required.
-        return removed
+        # fsync protects nothing, while the one after the link in _preserve_current is required.
+        for path in reversed(backup.paths):  # a twin first: the plain file is the generation
+            try:
+                self.ops.unlink(path)
+            except FileNotFoundError:
+                pass  # gone already: not a generation any more
+            except OSError as exc:
+                self.forget_generations(session_id)
+                raise storage_error(exc, f"removing old backup {path.name}") from exc
+
+    def _drop_generations(self, session_id: str, removed: list[Path]) -> None:
+        """The store's list of the session's generations, without those just removed."""
+        if session_id in self._generations and removed:
+            gone = set(removed)
+            self._generations[session_id] = [g for g in self._generations[session_id] if g.path not in gone]
 
     # -- reading ---------------------------------------------------------------------------------
 
